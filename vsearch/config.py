@@ -1,0 +1,113 @@
+"""Typed settings from keyword arguments and ``VSEARCH_*`` environment variables.
+
+Precedence: keyword arguments, then the environment, then the embedded defaults.
+The embedded defaults need no server at all: everything lives under one data
+directory (``VSEARCH_DATA_DIR``, default ``./vsearch-data``) — the object store as a
+plain directory, the delta log and the metadata as SQLite files, a local cache.
+
+    >>> s = Settings.load(data_dir="/tmp/x")
+    >>> s.store
+    '/tmp/x/store'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "VSEARCH_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of vsearch, one field each; ``VSEARCH_<FIELD>`` sets it from the environment.
+
+    Fields left as ``""`` are derived from ``data_dir`` when loaded.
+    """
+
+    data_dir: str = "./vsearch-data"
+    # Object store: a local directory path, ``file:///abs/path`` or ``s3://bucket[/prefix]``.
+    store: str = ""
+    # S3-compatible endpoint (MinIO, moto); empty means AWS. Credentials come from the
+    # usual boto3 chain (env, profile, instance role), never from here.
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    # Objects at least this big are uploaded in parts, in parallel.
+    s3_multipart_threshold_mb: int = 64
+    s3_max_attempts: int = 8
+    # Delta log and metadata: ``sqlite:///path`` (embedded) or ``redis://host:port/db``.
+    delta_log: str = ""
+    metadata_db: str = ""
+    # Local cache of downloaded shards (the service) and scratch space (the pipeline).
+    cache_dir: str = ""
+    # API key for the write endpoints of the service; empty disables writes.
+    api_key: str = field(default="", repr=False)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``overrides``, then ``environ`` (default ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for name in names:
+            env_name = ENV_PREFIX + name.upper()
+            if name in overrides and overrides[name] is not None:
+                raw, origin = overrides[name], f"keyword argument {name!r}"
+            elif env_name in env:
+                raw, origin = env[env_name], f"environment variable {env_name}"
+            else:
+                continue
+            values[name] = _coerce(raw, hints[name], origin)
+        return cls(**values)._with_derived_defaults()
+
+    def _with_derived_defaults(self) -> Settings:
+        root = self.data_dir.rstrip("/") or "."
+        return dataclasses.replace(
+            self,
+            store=self.store or f"{root}/store",
+            delta_log=self.delta_log or f"sqlite:///{os.path.abspath(root)}/delta.sqlite3",
+            metadata_db=self.metadata_db or f"sqlite:///{os.path.abspath(root)}/metadata.sqlite3",
+            cache_dir=self.cache_dir or f"{root}/cache",
+        )
+
+
+def _coerce(raw: Any, hint: Any, origin: str) -> Any:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if raw is None or (isinstance(raw, str) and raw == ""):
+            return None
+        hint = args[0]
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{origin}: expected a boolean (true/false), got {raw!r}")
+    if hint in (int, float):
+        if isinstance(raw, bool):
+            raise ConfigError(f"{origin}: expected {hint.__name__}, got {raw!r}")
+        try:
+            return hint(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{origin}: expected {hint.__name__}, got {raw!r}") from None
+    if hint is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{origin}: expected a string, got {type(raw).__name__}")
+        return raw
+    raise ConfigError(f"{origin}: unsupported setting type {hint!r}")  # pragma: no cover
