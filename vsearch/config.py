@@ -51,6 +51,9 @@ class Settings:
     cache_dir: str = ""
     # API key for the write endpoints of the service; empty disables writes.
     api_key: str = field(default="", repr=False)
+    # --- embedding stage (sources, decoding, encoders) ---
+    # --- index stage (spec, training, shards, recall gate) ---
+    # --- query service ---
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

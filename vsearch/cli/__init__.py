@@ -101,13 +101,13 @@ def main(ctx: click.Context, data_dir: str | None, store: str | None, verbose: i
 
 
 def _register() -> None:
-    from vsearch.cli import demo, snapshots, store
+    """Add the ``COMMANDS`` of every module in this package: a new stage adds a file."""
+    import importlib
+    import pkgutil
 
-    main.add_command(store.store)
-    main.add_command(snapshots.manifest)
-    main.add_command(snapshots.publish)
-    main.add_command(snapshots.rollback)
-    main.add_command(demo.demo)
+    for module in pkgutil.iter_modules(__path__):
+        for command in importlib.import_module(f"{__name__}.{module.name}").COMMANDS:
+            main.add_command(command)
 
 
 _register()

@@ -22,3 +22,6 @@ def demo(ctx: Context) -> None:
     click.echo("real object store, real atomic publish/rollback. Embedding, training,")
     click.echo("Airflow and the query service join this job as they land.")
     run_demo(ctx.store, say=click.echo)
+
+
+COMMANDS = [demo]

@@ -88,3 +88,6 @@ def rollback(ctx: Context, to: str | None) -> None:
 
 def _report(result: PublishResult) -> None:
     click.echo(result.message)
+
+
+COMMANDS = [manifest, publish, rollback]

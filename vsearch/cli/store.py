@@ -35,3 +35,6 @@ def cat(ctx: Context, key: str) -> None:
     with ctx.store.open(key) as f:
         shutil.copyfileobj(f, sys.stdout.buffer)
     sys.stdout.buffer.flush()
+
+
+COMMANDS = [store]

@@ -1,0 +1,158 @@
+"""Embedding partitions: what the embedding stage writes and the index stage reads.
+
+One partition ``i`` of snapshot ``s`` is five objects under ``embeddings/{s}/``:
+
+- ``part-{i:05d}.npy``            vectors, float32 (or float16), shape (n, d), C order
+- ``part-{i:05d}.ids.npy``        int64 ids, shape (n,), same row order
+- ``part-{i:05d}.meta.jsonl``     one JSON object per row, same order, with ``id`` and ``key``
+- ``part-{i:05d}.failures.jsonl`` items that could not be embedded: ``{key, reason}`` per line
+- ``part-{i:05d}.json``           the commit record, written last: counts, sha256 of the
+                                  four objects above, and the fingerprint of the input
+
+A partition exists only once its commit record does: a crashed writer leaves
+objects without a record, which the next run overwrites. A rerun whose input
+fingerprint matches the record does nothing (``is_committed``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from vsearch.storage import ObjectNotFound, ObjectStore
+
+PREFIX = "embeddings/"
+
+
+@dataclass(frozen=True)
+class PartitionKeys:
+    vectors: str
+    ids: str
+    meta: str
+    failures: str
+    record: str
+
+
+def partition_keys(snapshot_id: str, index: int) -> PartitionKeys:
+    base = f"{PREFIX}{snapshot_id}/part-{index:05d}"
+    return PartitionKeys(
+        vectors=f"{base}.npy",
+        ids=f"{base}.ids.npy",
+        meta=f"{base}.meta.jsonl",
+        failures=f"{base}.failures.jsonl",
+        record=f"{base}.json",
+    )
+
+
+@dataclass(frozen=True)
+class PartitionRecord:
+    """The commit record of a partition (``part-XXXXX.json``)."""
+
+    snapshot_id: str
+    index: int
+    count: int
+    dim: int
+    dtype: str
+    failures: int
+    input_fingerprint: str  # identifies the input items and the encoder; equal means "done"
+    encoder_id: str
+    sha256: dict[str, str]  # object key -> sha256
+    stats: dict[str, Any]  # free-form: timings, failure reasons by kind...
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+
+
+def write_partition(
+    store: ObjectStore,
+    snapshot_id: str,
+    index: int,
+    xb: np.ndarray,
+    ids: np.ndarray,
+    meta: list[dict[str, Any]],
+    failures: list[dict[str, Any]],
+    *,
+    input_fingerprint: str,
+    encoder_id: str,
+    stats: dict[str, Any] | None = None,
+) -> PartitionRecord:
+    """Write the four data objects, then the commit record. Each write is atomic."""
+    if xb.ndim != 2 or len(xb) != len(ids) or len(ids) != len(meta):
+        raise ValueError(f"shape mismatch: vectors {xb.shape}, ids {ids.shape}, meta {len(meta)}")
+    if xb.dtype not in (np.float32, np.float16) or ids.dtype != np.int64:
+        raise ValueError(
+            f"vectors must be float32/float16 and ids int64, got {xb.dtype}/{ids.dtype}"
+        )
+    keys = partition_keys(snapshot_id, index)
+    sha = {}
+    for key, data in [
+        (keys.vectors, _npy_bytes(xb)),
+        (keys.ids, _npy_bytes(ids)),
+        (keys.meta, _jsonl(meta)),
+        (keys.failures, _jsonl(failures)),
+    ]:
+        info = store.put(key, data)
+        assert info.sha256 is not None
+        sha[key] = info.sha256
+    record = PartitionRecord(
+        snapshot_id=snapshot_id,
+        index=index,
+        count=len(ids),
+        dim=int(xb.shape[1]),
+        dtype=str(xb.dtype),
+        failures=len(failures),
+        input_fingerprint=input_fingerprint,
+        encoder_id=encoder_id,
+        sha256=sha,
+        stats=stats or {},
+    )
+    store.put(keys.record, (json.dumps(asdict(record), indent=2, sort_keys=True) + "\n").encode())
+    return record
+
+
+def read_record(store: ObjectStore, snapshot_id: str, index: int) -> PartitionRecord | None:
+    try:
+        data = store.get(partition_keys(snapshot_id, index).record)
+    except ObjectNotFound:
+        return None
+    return PartitionRecord(**json.loads(data))
+
+
+def is_committed(store: ObjectStore, snapshot_id: str, index: int, input_fingerprint: str) -> bool:
+    record = read_record(store, snapshot_id, index)
+    return record is not None and record.input_fingerprint == input_fingerprint
+
+
+def read_partition(
+    store: ObjectStore, snapshot_id: str, index: int
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """(vectors, ids, metadata rows) of a committed partition."""
+    if read_record(store, snapshot_id, index) is None:
+        raise ObjectNotFound(f"partition {index} of {snapshot_id} is not committed")
+    keys = partition_keys(snapshot_id, index)
+    xb = np.load(io.BytesIO(store.get(keys.vectors)), allow_pickle=False)
+    ids = np.load(io.BytesIO(store.get(keys.ids)), allow_pickle=False)
+    meta = [json.loads(line) for line in store.get(keys.meta).decode().splitlines() if line]
+    return xb, ids, meta
+
+
+def list_partitions(store: ObjectStore, snapshot_id: str) -> list[int]:
+    """Indexes of the committed partitions of a snapshot, ascending."""
+    prefix = f"{PREFIX}{snapshot_id}/part-"
+    found = []
+    for info in store.list(prefix):
+        name = info.key[len(prefix) :]
+        if name.endswith(".json") and name[:-5].isdigit():
+            found.append(int(name[:-5]))
+    return sorted(found)
