@@ -1,0 +1,169 @@
+"""Build, validate and publish an index snapshot from image sources.
+
+plan partitions -> fetch (mapped) -> embed (mapped, gpu) -> train (gpu) ->
+build shards (mapped) -> validate (the recall gate) -> publish (moves CURRENT).
+
+The snapshot id is the run's logical date, so a retry, a rerun or a backfill of
+a date rewrites the same keys with the same content, and a backfill of an old
+date never moves CURRENT backwards. Tasks pass object keys and small dicts
+through XCom, never arrays. Every task calls one function in vsearch.pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from vsearch_airflow.operators import PublishSnapshotOperator
+
+GPU_QUEUE = os.environ.get("VSEARCH_GPU_QUEUE", "gpu")
+GPU_POOL = os.environ.get("VSEARCH_GPU_POOL", "gpu")
+CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
+
+
+@dag(
+    dag_id="vsearch_build_index",
+    schedule=os.environ.get("VSEARCH_BUILD_SCHEDULE", "@daily"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["vsearch", "index"],
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=20),
+    },
+    params={
+        "sources": Param(
+            [s for s in os.environ.get("VSEARCH_SOURCES", "").split(",") if s],
+            type="array",
+            description="Image sources: directories, .tar webdataset shards or prefixes, "
+            "URL lists (.csv/.jsonl/.parquet), s3://bucket/prefix.",
+        ),
+        "partition_size": Param(1000, type="integer", minimum=1),
+        "encoder": Param(
+            "efficientnet-lite0",
+            type="string",
+            description="efficientnet-lite0, or clip:<hub id or local dir>",
+        ),
+        "factory": Param(
+            "",
+            type="string",
+            description="Explicit faiss factory (e.g. OPQ32,IVF4096,PQ32x8); "
+            "empty: chosen from the budget.",
+        ),
+        "bytes_per_vector": Param(
+            64, type="integer", minimum=4, description="Memory budget per vector, resident."
+        ),
+        "nshards": Param(2, type="integer", minimum=1),
+        "target_recall": Param(
+            0.95,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="recall@10 the default nprobe must reach",
+        ),
+        "min_recall": Param(
+            0.9,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="The gate: below this recall@10, nothing is published.",
+        ),
+        "force_publish": Param(
+            False, type="boolean", description="Move CURRENT even to an older snapshot."
+        ),
+        "store_conn_id": Param("vsearch_store", type="string"),
+    },
+    doc_md=__doc__,
+)
+def vsearch_build_index() -> None:
+    from vsearch_airflow.context import snapshot_id_from_context, store_from_params
+
+    @task
+    def plan_partitions() -> list[dict[str, Any]]:
+        from vsearch import pipeline
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        return pipeline.plan_partitions(
+            store_from_params(p), snapshot_id_from_context(ctx), p["sources"], p["partition_size"]
+        )
+
+    @task
+    def fetch_partition(spec: dict[str, Any]) -> dict[str, Any]:
+        from vsearch import pipeline
+
+        ctx = get_current_context()
+        return pipeline.fetch_partition(
+            store_from_params(ctx["params"]), snapshot_id_from_context(ctx), spec
+        )
+
+    @task(queue=GPU_QUEUE, pool=GPU_POOL)
+    def embed_partition(spec: dict[str, Any]) -> dict[str, Any]:
+        from vsearch import pipeline
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        return pipeline.embed_partition(
+            store_from_params(p), snapshot_id_from_context(ctx), spec, p["encoder"]
+        )
+
+    @task(queue=GPU_QUEUE, pool=GPU_POOL)
+    def train_index(partitions: list[dict[str, Any]]) -> str:
+        from vsearch import pipeline
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        return pipeline.train_index(
+            store_from_params(p),
+            snapshot_id_from_context(ctx),
+            list(partitions),
+            factory=p["factory"] or None,
+            bytes_per_vector=p["bytes_per_vector"],
+        )
+
+    @task
+    def plan_shards(trained_key: str) -> list[int]:
+        return list(range(get_current_context()["params"]["nshards"]))
+
+    @task
+    def build_shard(shard: int) -> dict[str, Any]:
+        from vsearch import pipeline
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        return pipeline.build_shard(
+            store_from_params(p), snapshot_id_from_context(ctx), shard, p["nshards"]
+        )
+
+    @task
+    def validate_snapshot(shards: list[dict[str, Any]]) -> str:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from vsearch import pipeline
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        try:
+            return pipeline.validate_snapshot(
+                store_from_params(p),
+                snapshot_id_from_context(ctx),
+                target_recall=p["target_recall"],
+                min_recall=p["min_recall"],
+            )
+        except pipeline.RecallGateFailed as e:
+            raise AirflowFailException(str(e)) from e  # deterministic: retrying cannot help
+
+    publish = PublishSnapshotOperator(task_id="publish_snapshot", outlets=[CURRENT_SNAPSHOT])
+
+    partitions = embed_partition.expand(spec=fetch_partition.expand(spec=plan_partitions()))
+    shards = build_shard.expand(shard=plan_shards(train_index(partitions)))
+    validate_snapshot(shards) >> publish
+
+
+vsearch_build_index()

@@ -1,0 +1,114 @@
+"""Fold the live delta (upserts and deletes) into a new snapshot and publish it.
+
+check the delta's size -> fold it into new embedding partitions, reusing the
+live snapshot's trained index -> build shards (mapped) -> validate -> publish
+with the delta watermark, after which replicas drop the folded entries.
+
+Scheduled hourly; the first task skips the run (short-circuit) unless the
+delta holds at least ``min_entries`` entries beyond the live watermark, so an
+idle catalogue costs one cheap check an hour. The snapshot id is the run's
+logical date with the tag ``-c`` (it sorts after that date's full build).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from vsearch_airflow.context import COMPACT_TAG
+from vsearch_airflow.operators import PublishSnapshotOperator
+
+CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
+
+
+@dag(
+    dag_id="vsearch_compact",
+    schedule=os.environ.get("VSEARCH_COMPACT_SCHEDULE", "@hourly"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["vsearch", "delta"],
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=20),
+    },
+    params={
+        "min_entries": Param(
+            1000,
+            type="integer",
+            minimum=1,
+            description="Skip the run below this many new delta entries.",
+        ),
+        "nshards": Param(2, type="integer", minimum=1),
+        "target_recall": Param(0.95, type="number", minimum=0, maximum=1),
+        "min_recall": Param(0.9, type="number", minimum=0, maximum=1),
+        "force_publish": Param(False, type="boolean"),
+        "store_conn_id": Param("vsearch_store", type="string"),
+    },
+    doc_md=__doc__,
+)
+def vsearch_compact() -> None:
+    from vsearch_airflow.context import compact_snapshot_id, store_from_params
+
+    @task.short_circuit
+    def check_delta() -> bool:
+        from vsearch import pipeline
+
+        p = get_current_context()["params"]
+        return pipeline.delta_backlog(store_from_params(p)) >= p["min_entries"]
+
+    @task
+    def fold_delta() -> dict[str, Any]:
+        from vsearch import pipeline
+
+        ctx = get_current_context()
+        return pipeline.fold_delta(store_from_params(ctx["params"]), compact_snapshot_id(ctx))
+
+    @task
+    def plan_shards(folded: dict[str, Any]) -> list[int]:
+        return list(range(get_current_context()["params"]["nshards"]))
+
+    @task
+    def build_shard(shard: int) -> dict[str, Any]:
+        from vsearch import pipeline
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        return pipeline.build_shard(
+            store_from_params(p), compact_snapshot_id(ctx), shard, p["nshards"]
+        )
+
+    @task
+    def validate_snapshot(shards: list[dict[str, Any]]) -> str:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from vsearch import pipeline
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        try:
+            return pipeline.validate_snapshot(
+                store_from_params(p),
+                compact_snapshot_id(ctx),
+                target_recall=p["target_recall"],
+                min_recall=p["min_recall"],
+            )
+        except pipeline.RecallGateFailed as e:
+            raise AirflowFailException(str(e)) from e
+
+    publish = PublishSnapshotOperator(
+        task_id="publish_snapshot", outlets=[CURRENT_SNAPSHOT], snapshot_tag=COMPACT_TAG
+    )
+
+    folded = fold_delta()
+    check_delta() >> folded
+    shards = build_shard.expand(shard=plan_shards(folded))
+    validate_snapshot(shards) >> publish
+
+
+vsearch_compact()
