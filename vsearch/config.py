@@ -54,6 +54,33 @@ class Settings:
     # --- embedding stage (sources, decoding, encoders) ---
     # --- index stage (spec, training, shards, recall gate) ---
     # --- query service ---
+    # Encoder spec for text/image queries (vsearch.encoders.load_encoder); empty: vector
+    # queries only, and the service pins the encoder of the first snapshot it serves.
+    query_encoder: str = ""
+    # Bounds on requests: k, request body size, upsert batch size, fetched image size/time.
+    max_k: int = 100
+    default_k: int = 10
+    max_request_mb: float = 16.0
+    max_upsert_items: int = 1000
+    image_fetch_max_mb: float = 10.0
+    image_fetch_timeout_s: float = 5.0
+    # Query-embedding cache for text and image URLs: "" (Redis when metadata_db is Redis,
+    # else an in-process LRU), "memory", "off" or a redis:// URL.
+    query_cache: str = ""
+    query_cache_ttl_s: int = 3600
+    # Seconds between polls of CURRENT; 0 disables the watcher.
+    watch_interval_s: float = 5.0
+    # Largest snapshot (sum of shard bytes) the service loads; 0: half the machine's memory.
+    memory_budget_mb: int = 0
+    # Worker threads per shard (they batch concurrent queries) and the batch limit.
+    shard_threads: int = 2
+    max_batch: int = 32
+    # Name this replica records its served watermark under (default: hostname-pid).
+    replica_id: str = ""
+    # gunicorn (service/gunicorn_conf.py): address, worker processes, threads per worker.
+    service_bind: str = "127.0.0.1:8080"
+    service_workers: int = 1
+    service_threads: int = 8
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
