@@ -1,0 +1,225 @@
+"""Validation of request bodies: every malformed input becomes an ApiError (4xx).
+
+Nothing here trusts a type: ``True`` is not an int, ``1.5`` is not an id, NaN is
+not a coordinate, unknown fields are refused so that typos are not ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flask import Request
+
+from service.errors import ApiError
+from vsearch.delta import MAX_ITEM_ID
+
+MAX_TEXT_CHARS = 2048
+MAX_URL_CHARS = 2048
+MAX_NPROBE = 65536
+MAX_DIM = 8192
+MAX_METADATA_BYTES = 16 * 1024
+
+QUERY_KINDS = ("text", "image", "image_url", "vector", "id")
+_ALIASES = {"image_b64": "image", "vector_b64": "vector"}
+SEARCH_FIELDS = {*QUERY_KINDS, *_ALIASES, "k", "nprobe", "target_recall", "exact"}
+ITEM_FIELDS = {"id", "vector", "vector_b64", "image", "image_b64", "image_url", "metadata"}
+
+
+def bad(message: str, code: str = "invalid_request") -> ApiError:
+    return ApiError(400, code, message)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    kind: str  # one of QUERY_KINDS
+    value: Any  # str (text, image_url) | bytes (image) | np.ndarray (vector) | int (id)
+    k: int
+    nprobe: int | None
+    target_recall: float | None
+    exact: bool
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    id: int
+    kind: str  # vector | image | image_url
+    value: Any
+    metadata: dict[str, Any] | None
+
+
+def json_object(request: Request) -> dict[str, Any]:
+    data = request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        raise bad("the body must be a JSON object")
+    return data
+
+
+def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad(f"{name} must be an integer")
+    if not lo <= value <= hi:
+        raise bad(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _form_value(value: Any, name: str) -> Any:
+    """Multipart fields are strings: read them as JSON scalars (``5``, ``0.9``, ``true``)."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise bad(f"{name} must be a number or boolean") from None
+
+
+def item_id(value: Any, name: str = "id") -> int:
+    return _int(value, name, 0, MAX_ITEM_ID)
+
+
+def _b64(value: Any, name: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise bad(f"{name} must be a non-empty base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad(f"{name} is not valid base64") from None
+
+
+def vector(value: Any, name: str = "vector") -> np.ndarray:
+    """A JSON list of numbers or base64 of little-endian float32; finite, non-empty."""
+    if isinstance(value, str):
+        raw = _b64(value, name)
+        if len(raw) % 4 or not raw:
+            raise bad(f"{name}: base64 must hold float32 values (a multiple of 4 bytes)")
+        x = np.frombuffer(raw, "<f4").astype("float32")
+    elif isinstance(value, list):
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise bad(f"{name} must be a list of numbers")
+        try:
+            x = np.asarray(value, "float64").astype("float32")
+        except OverflowError:
+            raise bad(f"{name} has a value out of float32 range") from None
+    else:
+        raise bad(f"{name} must be a list of numbers or a base64 string of float32")
+    if not 0 < x.size <= MAX_DIM:
+        raise bad(f"{name} must have between 1 and {MAX_DIM} values")
+    if not np.isfinite(x).all():
+        raise bad(f"{name} has a non-finite value")
+    return x
+
+
+def _text(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise bad(f"{name} must be a non-empty string")
+    if len(value) > limit:
+        raise bad(f"{name} is longer than {limit} characters")
+    return value
+
+
+def _query(kind: str, value: Any) -> Any:
+    if kind == "text":
+        return _text(value, "text", MAX_TEXT_CHARS)
+    if kind == "image_url":
+        return _text(value, "image_url", MAX_URL_CHARS)
+    if kind == "image":
+        return value if isinstance(value, bytes) else _b64(value, "image")
+    if kind == "vector":
+        return vector(value)
+    return item_id(value)
+
+
+def _one_of(fields: dict[str, Any], kinds: tuple[str, ...], what: str) -> tuple[str, Any]:
+    given = [
+        (_ALIASES.get(name, name), name) for name in fields if _ALIASES.get(name, name) in kinds
+    ]
+    if len(given) != 1:
+        names = ", ".join(sorted({*kinds, *_ALIASES}))
+        found = ", ".join(name for _, name in given) or "none"
+        raise bad(f"{what} needs exactly one of {names}; got {found}")
+    kind, name = given[0]
+    return kind, fields[name]
+
+
+def parse_search(request: Request, *, max_k: int, default_k: int) -> SearchRequest:
+    if request.mimetype == "multipart/form-data":
+        fields: dict[str, Any] = {}
+        for name, value in request.form.items():
+            fields[name] = value if name in ("text", "image_url") else _form_value(value, name)
+        for name, upload in request.files.items():
+            if name != "image":
+                raise bad(f"unknown file field {name!r}; upload the image as 'image'")
+            fields["image"] = upload.read()
+    else:
+        fields = json_object(request)
+    unknown = sorted(set(fields) - SEARCH_FIELDS)
+    if unknown:
+        raise bad(f"unknown field(s): {', '.join(unknown)}")
+    kind, raw = _one_of(fields, QUERY_KINDS, "a search")
+    k = _int(fields.get("k", default_k), "k", 1, max_k)
+    nprobe = fields.get("nprobe")
+    target = fields.get("target_recall")
+    if nprobe is not None and target is not None:
+        raise bad("give nprobe or target_recall, not both")
+    if nprobe is not None:
+        nprobe = _int(nprobe, "nprobe", 1, MAX_NPROBE)
+    if target is not None:
+        if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
+            raise bad("target_recall must be a number in (0, 1]")
+        target = float(target)
+    exact = fields.get("exact", False)
+    if not isinstance(exact, bool):
+        raise bad("exact must be true or false")
+    return SearchRequest(kind, _query(kind, raw), k, nprobe, target, exact)
+
+
+def parse_items(body: dict[str, Any], max_items: int) -> list[ItemInput]:
+    if set(body) != {"items"}:
+        raise bad('the body must be {"items": [...]}')
+    items = body["items"]
+    if not isinstance(items, list) or not 0 < len(items) <= max_items:
+        raise bad(f"items must be a list of 1 to {max_items} objects")
+    out, seen = [], set()
+    for n, item in enumerate(items):
+        where = f"items[{n}]"
+        if not isinstance(item, dict):
+            raise bad(f"{where} must be an object")
+        unknown = sorted(set(item) - ITEM_FIELDS)
+        if unknown:
+            raise bad(f"{where}: unknown field(s): {', '.join(unknown)}")
+        if "id" not in item:
+            raise bad(f"{where}: id is required")
+        iid = item_id(item["id"], f"{where}.id")
+        if iid in seen:
+            raise bad(f"{where}: id {iid} appears twice in the batch")
+        seen.add(iid)
+        sources = {k: v for k, v in item.items() if k not in ("id", "metadata")}
+        kind, raw = _one_of(sources, ("vector", "image", "image_url"), where)
+        metadata = item.get("metadata")
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise bad(f"{where}.metadata must be an object")
+            try:
+                size = len(json.dumps(metadata, allow_nan=False))
+            except ValueError:
+                raise bad(f"{where}.metadata must be plain JSON") from None
+            if size > MAX_METADATA_BYTES:
+                raise bad(f"{where}.metadata is over {MAX_METADATA_BYTES} bytes")
+        out.append(ItemInput(iid, kind, _query(kind, raw), metadata))
+    return out
+
+
+def parse_ids(body: dict[str, Any], max_items: int) -> list[int]:
+    if set(body) != {"ids"}:
+        raise bad('the body must be {"ids": [...]}')
+    ids = body["ids"]
+    if not isinstance(ids, list) or not 0 < len(ids) <= max_items:
+        raise bad(f"ids must be a list of 1 to {max_items} ids")
+    return [item_id(v, f"ids[{n}]") for n, v in enumerate(ids)]
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None

@@ -1,0 +1,90 @@
+"""Writes: ``PUT /v1/items`` (upsert) and ``POST /v1/items/delete``, behind the API key.
+
+A write is appended to the delta log (durable once acknowledged) and applied
+to this replica's delta index before the response: the next search here sees
+it. Other replicas see it when their tailer reads it from the log.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+import numpy as np
+from flask import Blueprint, Request, Response, jsonify, request
+
+from service.errors import ApiError
+from service.inputs import ItemInput, json_object, parse_ids, parse_items
+from service.registry import LoadedSnapshot, NotReady
+from service.search_api import prepare_vector
+from service.state import ServiceState, get_state
+from vsearch.delta import DeltaEntry, DeltaWrite
+
+bp = Blueprint("items", __name__)
+
+
+def require_api_key(state: ServiceState, req: Request) -> None:
+    expected = state.settings.api_key
+    if not expected:
+        raise ApiError(403, "writes_disabled", "writes are disabled: no API key is configured")
+    given = req.headers.get("X-API-Key", "")
+    auth = req.headers.get("Authorization", "")
+    if not given and auth.startswith("Bearer "):
+        given = auth[len("Bearer ") :]
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(401, "unauthorized", "a valid API key is required (X-API-Key or Bearer)")
+
+
+def item_vector(state: ServiceState, snap: LoadedSnapshot, item: ItemInput) -> np.ndarray:
+    if item.kind == "vector":
+        x = item.value
+    elif item.kind == "image":
+        x = state.embedder.image_bytes(item.value)
+    else:
+        x = state.embedder.image_url(item.value)
+    return prepare_vector(np.asarray(x, "float32"), snap, f"item {item.id}")
+
+
+def _append(state: ServiceState, writes: list[DeltaWrite]) -> list[DeltaEntry]:
+    try:
+        return state.replica.write(writes)
+    except Exception as e:  # the log (Redis, SQLite) is down or refused the write
+        raise ApiError(503, "delta_log_unavailable", f"the delta log refused the write: {e}") from e
+
+
+def _answer(
+    state: ServiceState, entries: list[DeltaEntry], started: float, endpoint: str
+) -> tuple[Response, int]:
+    state.metrics.stage_seconds.labels(endpoint, "total").observe(time.perf_counter() - started)
+    body = {
+        "written": len(entries),
+        "entry_ids": [e.id for e in entries],
+        "last_id": entries[-1].id if entries else None,
+    }
+    return jsonify(body), 200
+
+
+@bp.put("/v1/items")
+def upsert() -> tuple[Response, int]:
+    state = get_state()
+    started = time.perf_counter()
+    require_api_key(state, request)
+    items = parse_items(json_object(request), state.settings.max_upsert_items)
+    with state.registry.lease() as snap:
+        writes = [
+            DeltaWrite("upsert", item.id, item_vector(state, snap, item), item.metadata)
+            for item in items
+        ]
+    return _answer(state, _append(state, writes), started, "upsert")
+
+
+@bp.post("/v1/items/delete")
+def delete() -> tuple[Response, int]:
+    state = get_state()
+    started = time.perf_counter()
+    require_api_key(state, request)
+    ids = parse_ids(json_object(request), state.settings.max_upsert_items)
+    if state.registry.current is None:  # writes become visible only once a snapshot serves
+        raise NotReady(state.registry.not_ready_reason())
+    writes = [DeltaWrite("delete", i) for i in dict.fromkeys(ids)]
+    return _answer(state, _append(state, writes), started, "delete")

@@ -1,0 +1,343 @@
+"""The snapshot registry: load what CURRENT names, verify it, swap it in, release the old.
+
+Loading happens entirely off the request path: shards are downloaded into a
+content-addressed cache (``{cache_dir}/shards/{sha256}.index``, tmp file then
+rename), their sha256 checked against the manifest, read into faiss, and the
+metadata rows loaded; only then is the new snapshot swapped in, under a lock, in
+one assignment. Requests take a *lease* on the snapshot they start with; an old
+snapshot is closed (worker threads stopped, indexes freed) when it is both
+retired and unleased — never under a running request.
+
+A snapshot is refused — and the old one keeps serving — when an object fails
+its checksum, its encoder differs from the service's (or, with no encoder, from
+the first snapshot served), or it would not fit the memory budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vsearch.delta import parse_entry_id
+from vsearch.manifest import EncoderInfo, Manifest
+from vsearch.metadata import MetadataError, MetadataStore, load_snapshot_metadata
+from vsearch.search import ShardSearcher, SnapshotSearcher, Watermark
+from vsearch.snapshots import read_current, read_pointer
+from vsearch.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotRefused(Exception):
+    """The snapshot cannot be served; the message says why."""
+
+
+class NotReady(Exception):
+    """No snapshot is being served yet."""
+
+
+@dataclass
+class LoadedSnapshot:
+    manifest: Manifest
+    searcher: SnapshotSearcher
+    dim: int
+    nbytes: int
+    leases: int = 0
+    retired: bool = False
+    closed: bool = False
+    load_seconds: float = 0.0
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def snapshot_id(self) -> str:
+        return self.manifest.snapshot_id
+
+    @property
+    def watermark(self) -> Watermark:
+        return parse_entry_id(self.manifest.delta_watermark)
+
+
+def encoder_identity(info: EncoderInfo) -> tuple[str, str, str, int]:
+    return (info.name, info.model_id, info.revision, info.dim)
+
+
+def _describe(info: EncoderInfo) -> str:
+    return f"{info.name}/{info.model_id}@{info.revision} dim {info.dim}"
+
+
+class SnapshotRegistry:
+    def __init__(
+        self,
+        store: ObjectStore,
+        cache_dir: str,
+        metadata: MetadataStore,
+        *,
+        encoder_info: EncoderInfo | None,
+        memory_budget_bytes: int,
+        shard_threads: int = 2,
+        max_batch: int = 32,
+        on_swap: Callable[[LoadedSnapshot | None, LoadedSnapshot], None] | None = None,
+        on_release: Callable[[LoadedSnapshot], None] | None = None,
+        on_refusal: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.store, self.metadata = store, metadata
+        self.cache = Path(cache_dir) / "shards"
+        self.encoder_info = encoder_info
+        self.memory_budget_bytes = memory_budget_bytes
+        self.shard_threads, self.max_batch = shard_threads, max_batch
+        self.on_swap, self.on_release, self.on_refusal = on_swap, on_release, on_refusal
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._current: LoadedSnapshot | None = None
+        self._retired: list[LoadedSnapshot] = []
+        self._seen_pointer: tuple[str, str] | None = None
+        self.refusal: dict[str, Any] | None = None  # the last refusal while CURRENT names it
+        self.last_error: str | None = None  # a transient failure (store unreachable…)
+        self.swaps = 0
+
+    @property
+    def current(self) -> LoadedSnapshot | None:
+        return self._current
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[LoadedSnapshot]:
+        """The live snapshot, kept open until the block ends even if a swap happens."""
+        with self._lock:
+            snap = self._current
+            if snap is None:
+                raise NotReady(self.not_ready_reason())
+            snap.leases += 1
+        try:
+            yield snap
+        finally:
+            with self._lock:
+                snap.leases -= 1
+                done = snap.retired and snap.leases == 0 and not snap.closed
+            if done:
+                self._close(snap)
+
+    def not_ready_reason(self) -> str:
+        if self.refusal is not None:
+            return f"snapshot {self.refusal['snapshot_id']} refused: {self.refusal['reason']}"
+        if self.last_error is not None:
+            return self.last_error
+        return "no snapshot loaded yet"
+
+    def refresh(self) -> str:
+        """Poll CURRENT; load and swap in what it names if that is new. Returns what happened."""
+        with self._refresh_lock:
+            try:
+                found = read_pointer(self.store)
+            except Exception as e:
+                self.last_error = f"cannot read CURRENT: {e}"
+                log.warning("%s", self.last_error)
+                return "error"
+            if found is None:
+                self.last_error = f"nothing is published in {self.store.url} (no CURRENT)"
+                return "empty"
+            pointer = found[0]
+            seen = (pointer.snapshot_id, pointer.updated_at)
+            current = self._current
+            if seen == self._seen_pointer or (
+                current is not None and current.snapshot_id == pointer.snapshot_id
+            ):
+                self._seen_pointer = seen
+                if current is not None and current.snapshot_id == pointer.snapshot_id:
+                    self.refusal = None
+                return "unchanged"
+            try:
+                manifest = read_current(self.store)
+                assert manifest is not None
+                loaded = self.load(manifest)
+            except SnapshotRefused as e:
+                self._seen_pointer = seen  # not retried until CURRENT moves again
+                self.refusal = {
+                    "snapshot_id": pointer.snapshot_id,
+                    "reason": str(e),
+                    "at": time.time(),
+                }
+                log.error(
+                    "refused snapshot %s: %s (still serving %s)",
+                    pointer.snapshot_id,
+                    e,
+                    current.snapshot_id if current else "nothing",
+                )
+                if self.on_refusal:
+                    self.on_refusal(pointer.snapshot_id, str(e))
+                return "refused"
+            except Exception as e:  # transient: retried on the next poll
+                self.last_error = f"loading {pointer.snapshot_id} failed: {e}"
+                log.exception("loading %s failed; will retry", pointer.snapshot_id)
+                return "error"
+            self._seen_pointer = seen
+            self.refusal, self.last_error = None, None
+            self.swap(loaded)
+            return "swapped"
+
+    def load(self, manifest: Manifest) -> LoadedSnapshot:
+        """Download, verify and open every shard and the metadata of ``manifest``."""
+        import faiss
+
+        started = time.perf_counter()
+        self._check_encoder(manifest.encoder)
+        nbytes = sum(s.bytes for s in manifest.shards)
+        if self.memory_budget_bytes and nbytes > self.memory_budget_bytes:
+            raise SnapshotRefused(
+                f"needs {nbytes / 2**20:.1f} MiB of shards, over the memory budget of "
+                f"{self.memory_budget_bytes / 2**20:.1f} MiB"
+            )
+        shards = []
+        try:
+            for j, info in enumerate(manifest.shards):
+                path = self._fetch(info.uri, info.sha256, info.bytes, f"shards[{j}]")
+                try:
+                    index = faiss.read_index(str(path))
+                except RuntimeError as e:
+                    raise SnapshotRefused(
+                        f"shards[{j}] {info.uri}: unreadable index: {e}"
+                    ) from None
+                if index.ntotal != info.ntotal or index.d != manifest.encoder.dim:
+                    raise SnapshotRefused(
+                        f"shards[{j}] {info.uri}: {index.ntotal} vectors of dim {index.d}, "
+                        f"manifest says {info.ntotal} of dim {manifest.encoder.dim}"
+                    )
+                _enable_id_lookup(index)
+                name = f"{manifest.snapshot_id}-{j}"
+                shards.append(
+                    ShardSearcher(index, name, threads=self.shard_threads, max_batch=self.max_batch)
+                )
+            try:
+                load_snapshot_metadata(self.store, manifest, self.metadata)
+            except MetadataError as e:
+                raise SnapshotRefused(f"metadata: {e}") from None
+        except BaseException:
+            for s in shards:
+                s.close()
+            raise
+        searcher = SnapshotSearcher(shards, manifest.metric)
+        log.info(
+            "loaded %s: %d vectors in %d shards, %.1f MiB, %.2fs",
+            manifest.snapshot_id,
+            manifest.ntotal,
+            len(shards),
+            nbytes / 2**20,
+            time.perf_counter() - started,
+        )
+        elapsed = time.perf_counter() - started
+        return LoadedSnapshot(
+            manifest, searcher, manifest.encoder.dim, nbytes, load_seconds=elapsed
+        )
+
+    def _check_encoder(self, info: EncoderInfo) -> None:
+        expected = self.encoder_info
+        if expected is None and self._current is not None:
+            expected = self._current.manifest.encoder
+        if expected is not None and encoder_identity(info) != encoder_identity(expected):
+            raise SnapshotRefused(
+                f"built by encoder {_describe(info)}, but this service embeds queries with "
+                f"{_describe(expected)}"
+            )
+
+    def _fetch(self, uri: str, sha256: str, size: int, where: str) -> Path:
+        """The cached, verified local copy of an object; downloaded when missing or bad."""
+        path = self.cache / f"{sha256}.index"
+        if path.exists() and _file_sha256(path) == (sha256, size):
+            return path
+        info = self.store.download_file(uri, path)
+        if (info.sha256, info.size) != (sha256, size):
+            path.unlink(missing_ok=True)
+            raise SnapshotRefused(
+                f"{where} {uri}: sha256 {str(info.sha256)[:12]}… ({info.size} bytes), "
+                f"manifest says {sha256[:12]}… ({size} bytes)"
+            )
+        return path
+
+    def swap(self, new: LoadedSnapshot) -> None:
+        """Make ``new`` the live snapshot; ``on_swap`` runs just before (delta preparation)."""
+        if self.on_swap:
+            self.on_swap(self._current, new)
+        with self._lock:
+            old, self._current = self._current, new
+            self.swaps += 1
+            close_now = False
+            if old is not None:
+                old.retired = True
+                self._retired.append(old)
+                close_now = old.leases == 0
+        log.info("serving %s (was %s)", new.snapshot_id, old.snapshot_id if old else None)
+        if old is not None and close_now:
+            self._close(old)
+        self._prune_cache(new)
+
+    def _close(self, snap: LoadedSnapshot) -> None:
+        with self._lock:
+            if snap.closed:
+                return
+            snap.closed = True
+            if snap in self._retired:
+                self._retired.remove(snap)
+        snap.searcher.close()
+        log.info("released %s", snap.snapshot_id)
+        if self.on_release:
+            self.on_release(snap)
+
+    def live_watermarks(self) -> list[Watermark]:
+        """Watermarks of every snapshot still in use (the current and leased old ones)."""
+        with self._lock:
+            snaps = [*self._retired, *([self._current] if self._current else [])]
+            return [s.watermark for s in snaps]
+
+    def _prune_cache(self, new: LoadedSnapshot) -> None:
+        """Keep the shards of the new snapshot and of its predecessor (fast rollback)."""
+        keep = {s.sha256 for s in new.manifest.shards}
+        with self._lock:
+            for snap in self._retired:
+                keep |= {s.sha256 for s in snap.manifest.shards}
+        for path in self.cache.glob("*.index"):
+            if path.stem not in keep and path.stat().st_mtime < time.time() - 1:
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._lock:
+            snaps = [*self._retired, *([self._current] if self._current else [])]
+            self._current = None
+        for snap in snaps:
+            snap.retired = True
+            self._close(snap)
+
+
+def _enable_id_lookup(index: Any) -> None:
+    """IVF shards get a hash-table direct map, so that ``id`` queries can reconstruct vectors."""
+    import faiss as faiss_module
+
+    faiss: Any = faiss_module
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return  # IndexIDMap2 and flat indexes look ids up already
+    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+
+
+def _file_sha256(path: Path) -> tuple[str, int]:
+    sha, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def default_memory_budget() -> int:
+    """Half of the machine's physical memory, in bytes."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+    except (ValueError, OSError):  # pragma: no cover - non-POSIX
+        return 0

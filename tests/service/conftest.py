@@ -1,0 +1,102 @@
+"""Fixtures of the query-service tests: apps built by the real factory, a test encoder."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flask import Flask
+
+from service.app import close_app, create_app
+from service.sample_data import SYNTHETIC_ENCODER
+from vsearch.manifest import EncoderInfo
+from vsearch.storage import LocalStore, ObjectStore
+
+API_KEY = "test-key"
+AUTH = {"X-API-Key": API_KEY}
+
+
+class HashEncoder:
+    """A small deterministic in-process encoder with the protocol of vsearch.encoders.base.
+
+    Texts map to a unit vector seeded by their sha256; images to their 8x8 grey
+    thumbnail, centred and normalised. Same input, same vector, in any process.
+    """
+
+    has_text = True
+
+    def __init__(self, info: EncoderInfo = SYNTHETIC_ENCODER) -> None:
+        self.info = info
+        self.calls = 0
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    @property
+    def encoder_id(self) -> str:
+        return f"{self.info.name}@{self.info.revision}#hash"
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        out = []
+        for t in texts:
+            seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
+            v = np.random.default_rng(seed).standard_normal(self.dim).astype("float32")
+            out.append(v / np.linalg.norm(v))
+        return np.stack(out)
+
+    def encode_images(self, images: Sequence[Any]) -> np.ndarray:
+        self.calls += 1
+        out = []
+        for im in images:
+            g = np.asarray(im.convert("L").resize((8, 8)), "float32").ravel()
+            g = g - g.mean()
+            norm = np.linalg.norm(g)
+            out.append(g / norm if norm else np.full(self.dim, self.dim**-0.5, "float32"))
+        return np.stack(out).astype("float32")
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> ObjectStore:
+    return LocalStore(tmp_path / "store")
+
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[AppFactory]:
+    """``make_app(store, **config)``: an app on ``store`` with embedded defaults under tmp_path.
+
+    Loads synchronously and runs no watcher unless WATCH_INTERVAL_S is given.
+    """
+    apps: list[Flask] = []
+
+    def factory(store: ObjectStore, name: str = "a", **config: Any) -> Flask:
+        base: dict[str, Any] = {
+            "DATA_DIR": str(tmp_path / f"data-{name}"),
+            "STORE_OBJECT": store,
+            "STORE": "unused",
+            "API_KEY": API_KEY,
+            "WATCH_INTERVAL_S": 0,
+            "LOAD_ON_START": "sync",
+            "TESTING": True,
+            "REPLICA_ID": name,
+        }
+        base.update(config)
+        app = create_app(base)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        close_app(app)
+
+
+def vector_query(client: Any, x: np.ndarray, **extra: Any) -> Any:
+    return client.post("/v1/search", json={"vector": [float(v) for v in x], **extra})
