@@ -30,7 +30,7 @@ from vsearch.delta import parse_entry_id
 from vsearch.manifest import EncoderInfo, Manifest
 from vsearch.metadata import MetadataError, MetadataStore, load_snapshot_metadata
 from vsearch.search import ShardSearcher, SnapshotSearcher, Watermark
-from vsearch.snapshots import read_current, read_pointer
+from vsearch.snapshots import read_current, read_manifest, read_pointer
 from vsearch.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class LoadedSnapshot:
     retired: bool = False
     closed: bool = False
     load_seconds: float = 0.0
+    # The log is kept from here on: min(own watermark, the rollback target's watermark).
+    retain_from: str = "0-0"
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -294,6 +296,12 @@ class SnapshotRegistry:
         with self._lock:
             snaps = [*self._retired, *([self._current] if self._current else [])]
             return [s.watermark for s in snaps]
+
+    def retained_watermarks(self) -> list[Watermark]:
+        """What the delta log must keep for the snapshots in use and their rollback targets."""
+        with self._lock:
+            snaps = [*self._retired, *([self._current] if self._current else [])]
+            return [parse_entry_id(s.retain_from) for s in snaps]
 
     def _prune_cache(self, new: LoadedSnapshot) -> None:
         """Keep the shards of the new snapshot and of its predecessor (fast rollback)."""

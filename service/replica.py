@@ -140,7 +140,7 @@ class Replica:
         return outcome
 
     def _record_served(self) -> None:
-        marks = self.registry.live_watermarks()
+        marks = self.registry.retained_watermarks()
         if not marks:
             return
         ttl = max(60.0, 10 * self.watch_interval_s)

@@ -86,7 +86,7 @@ def build_snapshot(
     return Manifest(
         schema_version=SCHEMA_VERSION,
         snapshot_id=sid,
-        created_at=datetime.now(UTC).isoformat(),
+        created_at=datetime.strptime(sid[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).isoformat(),
         previous_snapshot_id=previous,
         encoder=encoder,
         metric="ip",
