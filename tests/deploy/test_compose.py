@@ -1,0 +1,211 @@
+"""docker/compose.yaml parses and wires: images, variables, start order, host names, volumes."""
+
+from __future__ import annotations
+
+import re
+from graphlib import CycleError, TopologicalSorter
+from typing import Any
+
+import pytest
+
+from tests.deploy import stack
+
+OUR_TARGETS = {"service", "airflow"}
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    data = stack.compose()
+    return dict(data["services"])
+
+
+def active(services: dict[str, Any], profiles: set[str]) -> dict[str, Any]:
+    return {
+        n: s for n, s in services.items() if not s.get("profiles") or set(s["profiles"]) & profiles
+    }
+
+
+def test_every_image_is_built_here_or_pinned_to_a_version(services: dict[str, Any]) -> None:
+    dockerfile = stack.dockerfile()
+    for name, service in services.items():
+        build = service.get("build")
+        if build:
+            context = (stack.COMPOSE_FILE.parent / build["context"]).resolve()
+            assert context == stack.ROOT, f"{name}: build context {context} is not the repo root"
+            assert (context / build["dockerfile"]).resolve() == stack.DOCKERFILE, name
+            assert build["target"] in dockerfile.stages, f"{name}: no stage {build['target']!r}"
+            declared = dockerfile.args(build["target"])
+            for arg in build.get("args", {}):
+                assert arg in declared, f"{name}: build arg {arg} is not an ARG of the Dockerfile"
+            assert build["args"]["VARIANT"] in ("cpu", "gpu"), name
+            assert service.get("image"), f"{name}: a built image needs a name:tag to push"
+        image = service["image"]
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag, f"{name}: image {image!r} has no tag"
+        assert tag != "latest" and re.search(r"\d", tag), f"{name}: {image!r} is not a version"
+        if not build:
+            # Third-party images: a release (postgres 16.10, redis 7.4.6), not a floating major.
+            assert re.match(r"\d+\.\d+|RELEASE\.\d{4}-", tag), f"{name}: pin {image!r}"
+
+
+def test_every_variable_has_a_value_in_env_example_or_a_default() -> None:
+    example = stack.parse_env_file()
+    for path in (stack.COMPOSE_FILE, stack.DEV_COMPOSE_FILE):
+        for text in stack.all_strings(stack.raw_compose(path)):
+            for use in stack.variable_uses(text):
+                if use.op in (":-", "-"):
+                    continue
+                assert use.name in example, f"{path.name}: {use.text} not in .env.example"
+                if use.op == ":?":
+                    assert example[use.name], f"{use.text}: empty in .env.example"
+    # And the whole file substitutes without an error.
+    stack.compose(example)
+
+
+def test_a_missing_secret_stops_compose_instead_of_starting_with_an_empty_one() -> None:
+    env = stack.parse_env_file()
+    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "VSEARCH_API_KEY"):
+        with pytest.raises(stack.InterpolationError, match=secret):
+            stack.compose({**env, secret: ""})
+
+
+def test_start_order_is_acyclic_and_each_condition_can_be_met(services: dict[str, Any]) -> None:
+    dockerfile = stack.dockerfile()
+    graph = {name: set(stack.depends_on(s)) for name, s in services.items()}
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as e:  # pragma: no cover - the message is the point
+        pytest.fail(f"depends_on has a cycle: {e.args[1]}")
+    assert set(order) == set(services)
+    for name, service in services.items():
+        for dep, condition in stack.depends_on(service).items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            target = services[dep]
+            assert not target.get("profiles") or set(target["profiles"]) <= set(
+                service.get("profiles", [])
+            ), f"{name} depends on {dep}, which only runs under a profile"
+            if condition == "service_healthy":
+                check = target.get("healthcheck", {})
+                assert not check.get("disable"), f"{dep}: healthcheck disabled, {name} waits on it"
+                has_own = bool(check.get("test"))
+                build = target.get("build")
+                from_image = build and dockerfile.last(build["target"], "HEALTHCHECK")
+                assert has_own or from_image, f"{name} waits for {dep} healthy; it has no check"
+            elif condition == "service_completed_successfully":
+                assert target.get("restart", "no") in ("no", "on-failure"), (
+                    f"{dep} is waited for to exit but restarts ({target.get('restart')})"
+                )
+            else:
+                assert condition == "service_started", f"{name}: unknown condition {condition}"
+
+
+def test_the_start_order_matches_what_each_component_needs(services: dict[str, Any]) -> None:
+    def needs(name: str, dep: str, condition: str) -> None:
+        assert dep in stack.dependency_closure(services, name), f"{name} starts before {dep}"
+        direct = stack.depends_on(services[name]).get(dep)
+        if direct is not None:
+            assert direct == condition, f"{name} -> {dep}: {direct}, want {condition}"
+
+    airflow = [n for n, s in services.items() if s.get("build", {}).get("target") == "airflow"]
+    assert len(airflow) >= 7, airflow
+    for name in airflow:
+        if name != "airflow-init":
+            # Nothing runs on an unmigrated database or without the connection and pool.
+            needs(name, "airflow-init", "service_completed_successfully")
+    for worker in ("airflow-worker", "airflow-worker-gpu"):
+        # Task code talks to the api-server's Execution API.
+        needs(worker, "airflow-api-server", "service_healthy")
+    needs("airflow-init", "store-init", "service_completed_successfully")
+    needs("query", "store-init", "service_completed_successfully")
+    needs("query", "redis", "service_healthy")
+    needs("proxy", "query", "service_healthy")
+
+
+def test_a_service_starts_after_every_host_it_talks_to(services: dict[str, Any]) -> None:
+    """A URL naming another service (redis://…@redis:6379, http://minio:9000) is a dependency,
+    unless that service itself waits for this one (airflow-init runs before the api-server)."""
+    names = "|".join(re.escape(n) for n in sorted(services, key=len, reverse=True))
+    host = re.compile(rf"(?:@|//)({names})(?=[:/]|$)")
+    for name, service in services.items():
+        closure = stack.dependency_closure(services, name)
+        texts = [*stack.environment(service).values(), *stack.all_strings(service.get("command"))]
+        for text in texts:
+            for other in host.findall(text):
+                if other == name or name in stack.dependency_closure(services, other):
+                    continue
+                assert other in closure, f"{name} uses {other} ({text!r}) but may start first"
+
+
+def test_every_queue_has_a_worker_with_and_without_the_gpu_profile() -> None:
+    example = stack.parse_env_file()
+    configurations = [
+        (set(), example),  # .env.example as shipped: no GPU
+        ({"gpu"}, {**example, "COMPOSE_PROFILES": "gpu", "AIRFLOW_WORKER_QUEUES": "default"}),
+    ]
+    for profiles, env in configurations:
+        workers = active(stack.compose(env)["services"], profiles)
+        queues: set[str] = set()
+        for service in workers.values():
+            argv = stack.command_argv(service.get("command", []))
+            if argv[:3] == ["airflow", "celery", "worker"]:
+                assert "--queues" in argv, f"{argv}: name the queues"
+                queues |= set(argv[argv.index("--queues") + 1].split(","))
+        assert {"default", "gpu"} <= queues, (profiles, queues)
+
+
+def test_the_gpu_worker_reserves_an_nvidia_device_and_runs_the_gpu_image(
+    services: dict[str, Any],
+) -> None:
+    gpu = services["airflow-worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["args"]["VARIANT"] == "gpu" and gpu["image"].endswith("-gpu")
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    argv = stack.command_argv(gpu["command"])
+    assert argv[argv.index("--queues") + 1] == "gpu"
+    assert argv[argv.index("--concurrency") + 1] == "1"
+
+
+def test_redis_keeps_every_acknowledged_write(services: dict[str, Any]) -> None:
+    """The delta log's durability (issue #6): AOF on, fsync before each reply, no eviction."""
+    argv = stack.command_argv(services["redis"]["command"])
+    options = dict(zip(argv[1::2], argv[2::2], strict=False))
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] == "always"
+    assert options["--maxmemory-policy"] == "noeviction"
+    assert any(v.startswith("redis-data:/data") for v in services["redis"]["volumes"])
+
+
+def test_volumes_are_declared_and_bind_mounts_exist() -> None:
+    for path in (stack.COMPOSE_FILE, stack.DEV_COMPOSE_FILE):
+        data = stack.compose(path=path)
+        declared = set(stack.compose()["volumes"])
+        for name, service in data["services"].items():
+            for volume in service.get("volumes", []):
+                source = volume.split(":")[0]
+                if source.startswith((".", "/")):
+                    assert (path.parent / source).exists(), f"{path.name} {name}: {source}"
+                else:
+                    assert source in declared, f"{path.name} {name}: volume {source} undeclared"
+
+
+def test_the_dev_override_only_touches_services_that_exist() -> None:
+    base = stack.compose()["services"]
+    dev = stack.compose(path=stack.DEV_COMPOSE_FILE)["services"]
+    assert set(dev) <= set(base)
+    for name in dev:
+        assert base[name]["build"]["target"] == "airflow", name
+
+
+def test_published_ports_are_unique_and_bound_to_the_chosen_address(
+    services: dict[str, Any],
+) -> None:
+    seen: dict[str, str] = {}
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            address, host_port, _ = str(port).split(":")
+            assert address == "127.0.0.1", f"{name}: {port} (PUBLISH_ADDRESS default)"
+            assert host_port not in seen, (
+                f"{name} and {seen.get(host_port)} both publish {host_port}"
+            )
+            seen[host_port] = name
