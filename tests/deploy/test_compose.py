@@ -50,7 +50,7 @@ def test_every_image_is_built_here_or_pinned_to_a_version(services: dict[str, An
 
 def test_every_variable_has_a_value_in_env_example_or_a_default() -> None:
     example = stack.parse_env_file()
-    for path in (stack.COMPOSE_FILE, stack.DEV_COMPOSE_FILE):
+    for path in (stack.COMPOSE_FILE, *stack.OVERRIDES):
         for text in stack.all_strings(stack.raw_compose(path)):
             for use in stack.variable_uses(text):
                 if use.op in (":-", "-"):
@@ -58,8 +58,9 @@ def test_every_variable_has_a_value_in_env_example_or_a_default() -> None:
                 assert use.name in example, f"{path.name}: {use.text} not in .env.example"
                 if use.op == ":?":
                     assert example[use.name], f"{use.text}: empty in .env.example"
-    # And the whole file substitutes without an error.
-    stack.compose(example)
+    # And every file substitutes without an error.
+    for path in (stack.COMPOSE_FILE, *stack.OVERRIDES):
+        stack.compose(example, path)
 
 
 def test_a_missing_secret_stops_compose_instead_of_starting_with_an_empty_one() -> None:
@@ -177,7 +178,7 @@ def test_redis_keeps_every_acknowledged_write(services: dict[str, Any]) -> None:
 
 
 def test_volumes_are_declared_and_bind_mounts_exist() -> None:
-    for path in (stack.COMPOSE_FILE, stack.DEV_COMPOSE_FILE):
+    for path in (stack.COMPOSE_FILE, *stack.OVERRIDES):
         data = stack.compose(path=path)
         declared = set(stack.compose()["volumes"])
         for name, service in data["services"].items():
@@ -189,12 +190,32 @@ def test_volumes_are_declared_and_bind_mounts_exist() -> None:
                     assert source in declared, f"{path.name} {name}: volume {source} undeclared"
 
 
-def test_the_dev_override_only_touches_services_that_exist() -> None:
+def test_the_overrides_only_touch_services_that_exist() -> None:
     base = stack.compose()["services"]
-    dev = stack.compose(path=stack.DEV_COMPOSE_FILE)["services"]
-    assert set(dev) <= set(base)
-    for name in dev:
+    for path in stack.OVERRIDES:
+        assert set(stack.compose(path=path)["services"]) <= set(base), path.name
+    for name in stack.compose(path=stack.DEV_COMPOSE_FILE)["services"]:
         assert base[name]["build"]["target"] == "airflow", name
+
+
+def test_a_remote_machine_reaches_every_hub_service_it_uses() -> None:
+    """compose.remote.yaml maps each host name a remote container uses to the hub, and
+    compose.hub.yaml publishes the port that container connects to."""
+    env = stack.parse_env_file()
+    base = stack.compose(env)["services"]
+    remote = stack.compose(env, stack.REMOTE_COMPOSE_FILE)["services"]
+    hub = stack.compose(env, stack.HUB_COMPOSE_FILE)["services"]
+    names = "|".join(re.escape(n) for n in sorted(base, key=len, reverse=True))
+    url = re.compile(rf"(?:@|//)({names}):(\d+)")
+    assert {"airflow-worker", "airflow-worker-gpu", "query"} <= set(remote)
+    for name, override in remote.items():
+        mapped = dict(h.split(":", 1) for h in override["extra_hosts"])
+        assert set(mapped.values()) == {env["HUB_ADDRESS"]}
+        for text in stack.environment(base[name]).values():
+            for host, port in url.findall(text):
+                assert host in mapped, f"{name} on another machine cannot resolve {host}"
+                published = [p.split(":") for p in hub[host]["ports"]]
+                assert [env["HUB_ADDRESS"], port, port] in published, f"hub: {host}:{port}"
 
 
 def test_published_ports_are_unique_and_bound_to_the_chosen_address(
