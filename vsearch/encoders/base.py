@@ -10,6 +10,7 @@ import numpy as np
 from vsearch.manifest import EncoderInfo
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
 
 
@@ -46,4 +47,26 @@ class Encoder(Protocol):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32; raises TextNotSupported for image-only encoders."""
+        ...
+
+
+@runtime_checkable
+class PixelEncoder(Encoder, Protocol):
+    """An Encoder whose preprocessing can run apart from the model (the partition worker's path).
+
+    ``preprocess`` is pure CPU work on one decoded image (resize, crop) and runs in
+    decode workers; ``encode_pixels`` normalises a uint8 batch on the model's
+    device and runs the model. ``encode_images(imgs)`` equals
+    ``encode_pixels(stack([preprocess(i) for i in imgs]))``.
+    """
+
+    device: str
+    min_side: int  # decoders may shrink an image until its shorter side is this (JPEG draft)
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """(H, W, 3) uint8, the model's input size, from one RGB image."""
+        ...
+
+    def encode_pixels(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(n, dim) float32 from an (n, H, W, 3) uint8 batch (numpy or a torch tensor)."""
         ...
