@@ -1,0 +1,280 @@
+"""The embedding stage's partition worker: items in, one committed embedding partition out.
+
+``embed_partition`` is the one function behind every caller: Airflow's mapped
+task (through ``embed_source_partition``, which takes only JSON-able arguments),
+``vsearch embed`` and the tests. Decoding and resizing run in a thread pool
+(Pillow releases the GIL while it decodes and resamples) a few batches ahead of
+the model, so the model rarely waits; on a GPU each batch is copied from pinned
+memory. Items that cannot be embedded (undecodable, rejected, failed upstream,
+duplicate key, id collision) are recorded in the partition's failures file with
+a reason and never stop the partition.
+
+Rerunning a partition whose input fingerprint matches its commit record does
+nothing and writes nothing (see ``docs/contracts.md``, embedding partitions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from vsearch.encoders import Encoder, PixelEncoder, load_encoder
+from vsearch.ids import ID_SCHEME, IdAllocator, IdCollision
+from vsearch.imaging import DEFAULT_MAX_PIXELS, ImageRejected, decode_image
+from vsearch.partitions import PartitionRecord, read_record, write_partition
+from vsearch.sources import FAILED, Item, PartitionSpec, open_source
+from vsearch.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_VERSION = 1
+_RESERVED_META = ("id", "key", "caption")
+
+
+def default_workers() -> int:
+    return max(1, min(16, (os.cpu_count() or 2)))
+
+
+def fingerprint_items(items: Sequence[Item]) -> str:
+    """A digest of the items' keys, bytes, captions and metadata, in order."""
+    sha = hashlib.sha256()
+    for item in items:
+        sha.update(repr((item.key, item.caption, sorted(item.metadata.items()))).encode())
+        sha.update(hashlib.sha256(item.data).digest())
+    return sha.hexdigest()
+
+
+def _full_fingerprint(input_digest: str, encoder: Encoder, dtype: str) -> str:
+    parts = f"v{FINGERPRINT_VERSION}|{ID_SCHEME}|{encoder.encoder_id}|{dtype}|{input_digest}"
+    return hashlib.sha256(parts.encode()).hexdigest()
+
+
+class _Prepared:
+    """One item after decoding: pixels (or a decoded image) or the reason it failed."""
+
+    __slots__ = ("item", "pixels", "reason")
+
+    def __init__(self, item: Item, pixels: Any = None, reason: str | None = None) -> None:
+        self.item, self.pixels, self.reason = item, pixels, reason
+
+
+def _prepare(item: Item, encoder: Encoder, max_pixels: int) -> _Prepared:
+    if item.metadata.get(FAILED):
+        return _Prepared(item, reason=str(item.metadata[FAILED]))
+    pixel_encoder = encoder if isinstance(encoder, PixelEncoder) else None
+    try:
+        image = decode_image(
+            item.data,
+            max_pixels=max_pixels,
+            min_side=pixel_encoder.min_side if pixel_encoder else None,
+        )
+        return _Prepared(item, pixel_encoder.preprocess(image) if pixel_encoder else image)
+    except ImageRejected as e:
+        return _Prepared(item, reason=e.reason)
+    except (ValueError, OSError) as e:  # preprocessing an odd image (e.g. 1-pixel wide)
+        return _Prepared(item, reason=f"preprocess:{type(e).__name__}")
+
+
+def _prepared_stream(
+    items: Iterable[Item], encoder: Encoder, workers: int, ahead: int, max_pixels: int
+) -> Iterator[_Prepared]:
+    """Items decoded by ``workers`` threads, in input order, at most ``ahead`` in flight."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+        pending: deque[Future[_Prepared]] = deque()
+        for item in items:
+            pending.append(pool.submit(_prepare, item, encoder, max_pixels))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _encode(encoder: Encoder, batch: list[Any]) -> np.ndarray:
+    if isinstance(encoder, PixelEncoder):
+        pixels = np.stack(batch)
+        if encoder.device.startswith("cuda"):
+            import torch
+
+            return encoder.encode_pixels(torch.from_numpy(pixels).pin_memory())
+        return encoder.encode_pixels(pixels)
+    return encoder.encode_images(batch)
+
+
+def embed_partition(
+    store: ObjectStore,
+    snapshot_id: str,
+    index: int,
+    items: Iterable[Item],
+    encoder: Encoder,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    input_fingerprint: str | None = None,
+    dtype: str = "float32",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Callable[[int], None] | None = None,
+) -> PartitionRecord:
+    """Embed ``items`` into partition ``index`` of ``snapshot_id``; see the module docstring.
+
+    ``input_fingerprint`` identifies the items (a source's ``fingerprint(spec)``);
+    without it, a list of items is fingerprinted by content up front, and an
+    iterator while it is consumed (a rerun then embeds again but writes nothing).
+    """
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype {dtype!r}: use float32 or float16")
+    if input_fingerprint is None and isinstance(items, Sequence):
+        input_fingerprint = fingerprint_items(items)
+    if input_fingerprint is not None:
+        done = _committed(store, snapshot_id, index, input_fingerprint, encoder, dtype)
+        if done is not None:
+            return done
+    started = time.monotonic()
+    workers = num_workers or default_workers()
+    digest = hashlib.sha256()
+    ids_given, vectors, ids, meta = IdAllocator(), [], [], []
+    failures: list[dict[str, Any]] = []
+    batch: list[Any] = []
+    batch_rows: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if batch:
+            vectors.append(_encode(encoder, batch).astype(dtype, copy=False))
+            if progress:
+                progress(len(batch))
+            batch.clear()
+            meta.extend(batch_rows)
+            batch_rows.clear()
+
+    def consumed(source: Iterable[Item]) -> Iterator[Item]:
+        for item in source:
+            digest.update(repr((item.key, item.caption, sorted(item.metadata.items()))).encode())
+            digest.update(hashlib.sha256(item.data).digest())
+            yield item
+
+    stream = _prepared_stream(consumed(items), encoder, workers, batch_size * 4, max_pixels)
+    for prepared in stream:
+        item = prepared.item
+        reason = prepared.reason
+        if reason is None:
+            try:
+                id_ = ids_given.allocate(item.key)
+            except IdCollision as e:
+                log.warning("partition %d: %s", index, e)
+                reason = e.reason
+        if reason is not None:
+            failures.append({"key": item.key, "reason": reason})
+            if progress:
+                progress(1)
+            continue
+        extra = {k: v for k, v in item.metadata.items() if not k.startswith("_")}
+        row = {k: v for k, v in extra.items() if k not in _RESERVED_META}
+        batch_rows.append({**row, "id": id_, "key": item.key, "caption": item.caption})
+        ids.append(id_)
+        batch.append(prepared.pixels)
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+
+    if input_fingerprint is None:
+        input_fingerprint = digest.hexdigest()
+        done = _committed(store, snapshot_id, index, input_fingerprint, encoder, dtype)
+        if done is not None:
+            return done
+    fingerprint = _full_fingerprint(input_fingerprint, encoder, dtype)
+    xb = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), dtype)
+    elapsed = time.monotonic() - started
+    reasons = Counter(f["reason"] for f in failures)
+    stats = {
+        "items": len(ids) + len(failures),
+        "embedded": len(ids),
+        "failed_by_reason": dict(sorted(reasons.items())),
+        "elapsed_s": round(elapsed, 3),
+        "items_per_s": round((len(ids) + len(failures)) / elapsed, 1) if elapsed else None,
+        "batch_size": batch_size,
+        "decode_workers": workers,
+        "device": getattr(encoder, "device", "cpu"),
+        "id_scheme": ID_SCHEME,
+    }
+    record = write_partition(
+        store,
+        snapshot_id,
+        index,
+        xb,
+        np.asarray(ids, dtype=np.int64),
+        meta,
+        failures,
+        input_fingerprint=fingerprint,
+        encoder_id=encoder.encoder_id,
+        stats=stats,
+    )
+    log.info(
+        "partition %d of %s: %d embedded, %d failed %s in %.1fs",
+        index, snapshot_id, len(ids), len(failures), dict(reasons), elapsed,
+    )  # fmt: skip
+    return record
+
+
+def _committed(
+    store: ObjectStore,
+    snapshot_id: str,
+    index: int,
+    input_digest: str,
+    encoder: Encoder,
+    dtype: str,
+) -> PartitionRecord | None:
+    record = read_record(store, snapshot_id, index)
+    if record is not None and record.input_fingerprint == _full_fingerprint(
+        input_digest, encoder, dtype
+    ):
+        log.info("partition %d of %s is already done; nothing to do", index, snapshot_id)
+        return record
+    return None
+
+
+@lru_cache(maxsize=2)
+def _cached_encoder(spec: str, device: str | None) -> Encoder:
+    return load_encoder(spec, device=device)
+
+
+def embed_source_partition(
+    store: ObjectStore,
+    snapshot_id: str,
+    source_uri: str,
+    spec: PartitionSpec,
+    encoder_spec: str,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    device: str | None = None,
+    dtype: str = "float32",
+    source_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``embed_partition`` with JSON-able arguments and result, for Airflow's ``.expand``.
+
+    ``spec`` is one of ``open_source(source_uri).partitions()``; its ``index`` is
+    the partition number. Returns the commit record as a dict.
+    """
+    source = open_source(source_uri, store=store, **(source_options or {}))
+    encoder = _cached_encoder(encoder_spec, device)
+    record = embed_partition(
+        store,
+        snapshot_id,
+        int(spec["index"]),
+        source.items(spec),
+        encoder,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        input_fingerprint=source.fingerprint(spec),
+        dtype=dtype,
+    )
+    return asdict(record)
