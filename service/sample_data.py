@@ -67,6 +67,7 @@ def build_snapshot(
     ivf = factory != FLAT
     if ivf:
         trained = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+        _quick_training(trained)
         trained.train(xb)
     shards, parts = [], np.array_split(np.arange(len(ids)), nshards)
     for j, rows in enumerate(parts):
@@ -97,6 +98,20 @@ def build_snapshot(
         delta_watermark=watermark,
         lineage=Lineage(None, None, ("synthetic",), len(ids), 0),
     )
+
+
+def _quick_training(index: Any) -> None:
+    """Sample data needs a valid index, not the best one: fewer OPQ rounds, no polysemous codes."""
+    import faiss
+
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    if hasattr(ivf, "do_polysemous_training"):
+        ivf.do_polysemous_training = False
+    if isinstance(index, faiss.IndexPreTransform):
+        for i in range(index.chain.size()):
+            vt = faiss.downcast_VectorTransform(index.chain.at(i))
+            if isinstance(vt, faiss.OPQMatrix):
+                vt.niter = 8
 
 
 def recall_curve(

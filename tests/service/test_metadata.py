@@ -1,0 +1,53 @@
+"""Metadata stores: idempotent loads from a snapshot's files, checksums, both backends."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.sample_data import build_snapshot, snapshot_id, unit_vectors
+from tests.service.redis_proc import KillableRedis
+from vsearch.metadata import MetadataError, MetadataStore, load_snapshot_metadata, open_metadata_store
+from vsearch.storage import ObjectStore
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def meta_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
+    if request.param == "sqlite":
+        store = open_metadata_store(f"sqlite://{tmp_path}/meta.sqlite3")
+        yield store
+        store.close()
+        return
+    server = KillableRedis(tmp_path / "redis", appendonly=False)
+    server.start()
+    try:
+        store = open_metadata_store(server.url)
+        yield store
+        store.close()
+    finally:
+        server.stop()
+
+
+def test_load_is_idempotent_and_rows_come_back(local_store: ObjectStore, meta_store: MetadataStore) -> None:
+    ids = np.arange(50, dtype="int64") + 7
+    m = build_snapshot(local_store, snapshot_id(1), unit_vectors(50, 64, 1), ids)
+    assert load_snapshot_metadata(local_store, m, meta_store) == 50
+    assert load_snapshot_metadata(local_store, m, meta_store) == 0
+    got = meta_store.get_many([7, 56, 999])
+    assert sorted(got) == [7, 56]
+    assert got[7] == {"id": 7, "key": f"{m.snapshot_id}/7", "snapshot": m.snapshot_id}
+
+
+def test_a_file_that_fails_its_checksum_writes_nothing(local_store: ObjectStore, meta_store: MetadataStore) -> None:
+    m = build_snapshot(local_store, snapshot_id(1), unit_vectors(10, 64, 1), np.arange(10, dtype="int64"))
+    ref = m.metadata.files[0]
+    data = local_store.get(ref.uri).replace(b'"key"', b'"kex"')
+    local_store.put(ref.uri, io.BytesIO(data))
+    with pytest.raises(MetadataError, match="sha256"):
+        load_snapshot_metadata(local_store, m, meta_store)
+    assert meta_store.get_many(list(range(10))) == {}
+    assert not meta_store.is_loaded(m.snapshot_id)

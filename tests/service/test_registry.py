@@ -1,0 +1,161 @@
+"""Snapshot registry: loading from local and S3 stores, refusals, leases across swaps, IVF."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+import numpy as np
+import pytest
+
+from service.sample_data import build_snapshot, publish, snapshot_id, unit_vectors
+from tests.service.conftest import AppFactory, vector_query
+from vsearch.manifest import EncoderInfo
+from vsearch.storage import ObjectStore
+
+D = 64
+
+
+def flat_snapshot(store: ObjectStore, day: int, n: int = 200, **kw: Any) -> Any:
+    xb = unit_vectors(n, D, seed=day)
+    ids = np.arange(n, dtype="int64") + day * 1_000_000
+    m = build_snapshot(store, snapshot_id(day), xb, ids, **kw)
+    publish(store, m)
+    return m, xb
+
+
+def test_loads_a_published_snapshot_from_the_store(store: ObjectStore, make_app: AppFactory) -> None:
+    m, xb = flat_snapshot(store, 1)
+    app = make_app(store)
+    r = vector_query(app.test_client(), xb[3], k=1).json
+    assert r["snapshot_id"] == m.snapshot_id and r["hits"][0]["id"] == 1_000_003
+    cache = app.extensions["vsearch"].registry.cache
+    assert sorted(p.stem for p in cache.glob("*.index")) == sorted(s.sha256 for s in m.shards)
+    assert app.test_client().get("/v1/manifest").json == m.to_dict()
+
+
+def corrupt_shard(store: ObjectStore, m: Any) -> str:
+    data = bytearray(store.get(m.shards[0].uri))
+    data[-10] ^= 0xFF
+    store.put(m.shards[0].uri, bytes(data))
+    return "sha256"
+
+
+REFUSALS = {
+    "corrupted shard": (lambda store: corrupt_shard(store, flat_snapshot(store, 2)[0])),
+    "foreign encoder": (
+        lambda store: flat_snapshot(store, 2, encoder=EncoderInfo("clip", "ViT-B-32", "abc", D, True))
+        and "encoder clip/ViT-B-32@abc"
+    ),
+    "over budget": (lambda store: flat_snapshot(store, 2, n=4000) and "memory budget"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_a_refused_snapshot_leaves_the_old_one_serving(
+    local_store: ObjectStore, make_app: AppFactory, case: str
+) -> None:
+    m1, xb = flat_snapshot(local_store, 1)
+    app = make_app(local_store, MEMORY_BUDGET_BYTES=400_000)
+    client, state = app.test_client(), app.extensions["vsearch"]
+    expected = REFUSALS[case](local_store)
+    assert state.replica.tick() == "refused"
+    assert state.replica.tick() == "unchanged"  # not retried until CURRENT moves
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["snapshot_id"] == m1.snapshot_id
+    assert ready.json["refused"]["snapshot_id"] == snapshot_id(2)
+    assert expected in ready.json["refused"]["reason"]
+    assert vector_query(client, xb[0], k=1).json["snapshot_id"] == m1.snapshot_id
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'vsearch_snapshot_refusals_total{{snapshot_id="{snapshot_id(2)}"}} 1.0' in metrics
+    assert f'vsearch_snapshot_info{{snapshot_id="{m1.snapshot_id}"}} 1.0' in metrics
+
+    flat_snapshot(local_store, 3)  # a good one after it is served, and clears the refusal
+    assert state.replica.tick() == "swapped"
+    assert client.get("/readyz").json["refused"] is None
+    assert client.get("/readyz").json["snapshot_id"] == snapshot_id(3)
+
+
+def test_not_ready_without_a_snapshot_then_ready_in_the_background(
+    local_store: ObjectStore, make_app: AppFactory
+) -> None:
+    app = make_app(local_store, LOAD_ON_START="background", WATCH_INTERVAL_S=0.05)
+    client = app.test_client()
+    r = client.get("/readyz")
+    assert r.status_code == 503 and "CURRENT" in r.json["reason"]
+    assert vector_query(client, np.ones(D)).status_code == 503
+    flat_snapshot(local_store, 1)
+    import time
+
+    deadline = time.monotonic() + 10
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_an_old_snapshot_is_released_only_after_its_last_request(
+    local_store: ObjectStore, make_app: AppFactory
+) -> None:
+    m1, xb = flat_snapshot(local_store, 1)
+    app = make_app(local_store)
+    state = app.extensions["vsearch"]
+    with state.registry.lease() as old:
+        flat_snapshot(local_store, 2)
+        assert state.replica.tick() == "swapped"
+        assert old.retired and not old.closed
+        _, found = old.searcher.shards[0].submit(xb[:1], 1, None).result(timeout=5)
+        assert int(found[0][0]) == 1_000_000
+    assert old.closed
+    assert state.registry.current.snapshot_id == snapshot_id(2)
+
+
+@pytest.fixture(scope="module")
+def ivf_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[ObjectStore, Any, np.ndarray]:
+    from vsearch.storage import LocalStore
+
+    store = LocalStore(tmp_path_factory.mktemp("ivf") / "store")
+    xb = unit_vectors(3000, D, seed=5)
+    ids = np.arange(3000, dtype="int64") * 3
+    m = build_snapshot(store, snapshot_id(1), xb, ids, factory="OPQ8,IVF64,PQ8", nshards=2)
+    publish(store, m)
+    return store, m, xb
+
+
+def test_ivf_nprobe_is_per_request_and_matches_raw_faiss(ivf_store: Any, make_app: AppFactory) -> None:
+    store, m, xb = ivf_store
+    app = make_app(store)
+    client = app.test_client()
+    shards = [faiss.read_index(str(app.extensions["vsearch"].registry.cache / f"{s.sha256}.index")) for s in m.shards]
+    q = xb[17]
+    for nprobe in (1, 4, 64):
+        params = faiss.SearchParametersPreTransform(index_params=faiss.SearchParametersIVF(nprobe=nprobe))
+        D_, I_ = zip(*(s.search(q[None], 10, params=params) for s in shards), strict=True)
+        dist, ids = np.concatenate([d[0] for d in D_]), np.concatenate([i[0] for i in I_])
+        expected = ids[np.argsort(-dist, kind="stable")][:10]
+        r = vector_query(client, q, k=10, nprobe=nprobe).json
+        assert r["nprobe"] == nprobe
+        assert sorted(h["id"] for h in r["hits"]) == sorted(int(i) for i in expected)
+    served = app.extensions["vsearch"].registry.current.searcher.shards
+    assert all(faiss.extract_index_ivf(s.index).nprobe == 1 for s in served)  # never mutated
+    assert vector_query(client, q, exact=True).json["nprobe"] == 64
+
+
+def test_target_recall_maps_to_nprobe_through_the_recall_curve(ivf_store: Any, make_app: AppFactory) -> None:
+    store, m, xb = ivf_store
+    client = make_app(store).test_client()
+    curve = m.recall.curve
+    assert len(curve) >= 4 and curve[-1][1] > curve[0][1]
+    target = curve[2][1]
+    expected = min(p for p, r, _ in curve if r >= target)
+    assert vector_query(client, xb[1], target_recall=target).json["nprobe"] == expected
+    assert vector_query(client, xb[1], target_recall=1.0).json["nprobe"] in (curve[-1][0], *[p for p, r, _ in curve if r >= 1.0])
+    assert vector_query(client, xb[1]).json["nprobe"] == m.index.default_nprobe
+
+
+def test_more_like_this_on_ivf_uses_the_direct_map(ivf_store: Any, make_app: AppFactory) -> None:
+    store, _, xb = ivf_store
+    client = make_app(store).test_client()
+    r = client.post("/v1/search", json={"id": 3 * 42, "k": 5, "nprobe": 64})
+    assert r.status_code == 200, r.json
+    assert 3 * 42 not in [h["id"] for h in r.json["hits"]]
+    assert client.post("/v1/search", json={"id": 1}).status_code == 404  # ids are multiples of 3
