@@ -154,6 +154,9 @@ def _has_rotation(data: bytes) -> bool:
 
 def _from_urllib3(error: BaseException) -> FetchFailed:
     timeouts = (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError)
+    # NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError: test it first.
+    if isinstance(error, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ProtocolError):
+        return FetchFailed("connection-error", str(error)[:200], retryable=True)
     if isinstance(error, timeouts):
         return FetchFailed("timeout", str(error)[:200], retryable=True)
     if isinstance(error, urllib3.exceptions.LocationParseError):
