@@ -34,6 +34,7 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
 
     10^10 pixels: decoding it would need gigabytes; the header alone must be refused.
     """
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))

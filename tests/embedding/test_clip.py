@@ -71,7 +71,8 @@ def test_offline_without_weights_says_how_to_point_at_a_local_copy(
 
 
 def test_spec_parsing() -> None:
-    assert parse_encoder_spec("efficientnet-lite0") == ("efficientnet-lite0", "efficientnet-lite0", {})
+    kind, name, options = parse_encoder_spec("efficientnet-lite0")
+    assert (kind, name, options) == ("efficientnet-lite0", "efficientnet-lite0", {})
     assert parse_encoder_spec("clip:openai/clip-vit-base-patch32?dtype=bf16&batch_size=64") == (
         "clip",
         "openai/clip-vit-base-patch32",

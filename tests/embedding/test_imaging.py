@@ -1,4 +1,4 @@
-"""Safe decoding: every good image comes out RGB and upright, every bad one is rejected with a reason."""
+"""Safe decoding: good images come out RGB and upright, bad ones are rejected with a reason."""
 
 from __future__ import annotations
 
