@@ -93,7 +93,9 @@ def test_id_collisions_are_reported_not_merged(
     assert '"key": "cd"' in failures and '"reason": "id-collision"' in failures
 
 
-def test_json_wrapper_over_a_source(store: ObjectStore, tiny_clip_dir: Path, tmp_path: Path) -> None:
+def test_json_wrapper_over_a_source(
+    store: ObjectStore, tiny_clip_dir: Path, tmp_path: Path
+) -> None:
     write_sample_images(tmp_path / "photos", 12)
     uri = str(tmp_path / "photos")
     specs = open_source(uri, partition_size=5).partitions()
