@@ -52,6 +52,23 @@ class Settings:
     # API key for the write endpoints of the service; empty disables writes.
     api_key: str = field(default="", repr=False)
     # --- embedding stage (sources, decoding, encoders) ---
+    # Encoder spec for `vsearch embed` (vsearch.encoders.load_encoder).
+    encoder: str = "efficientnet-lite0"
+    # Torch device for the encoder: empty picks CUDA when present, else CPU.
+    device: str = ""
+    embed_batch_size: int = 64
+    # Decode threads beside the model; 0 means one per CPU core (at most 16).
+    embed_workers: int = 0
+    # Image files per partition (directories, prefixes of loose images).
+    partition_size: int = 10000
+    # URL lists: rows per shard, parallel downloads, per-read timeout, retries,
+    # largest download accepted, longer side of the stored JPEG.
+    fetch_shard_size: int = 10000
+    fetch_concurrency: int = 16
+    fetch_timeout_s: float = 10.0
+    fetch_retries: int = 2
+    fetch_max_mb: int = 20
+    fetch_max_side: int = 512
     # --- index stage (spec, training, shards, recall gate) ---
     # --- query service ---
     # Encoder spec for text/image queries (vsearch.encoders.load_encoder); empty: vector
