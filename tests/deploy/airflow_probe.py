@@ -36,6 +36,29 @@ def check_argv(parser: Any, argv: list[str]) -> str:
     return "ok"
 
 
+def load_components() -> dict[str, str]:
+    """Import what the scheduler, api-server and workers load at start: the executor (and with
+    it the Celery app the worker health check pings) and the auth manager."""
+    from airflow.api_fastapi.app import get_auth_manager_cls
+    from airflow.executors.executor_loader import ExecutorLoader
+
+    loaders = {
+        "executor": lambda: ExecutorLoader.import_default_executor_cls()[0],
+        "celery_app": lambda: import_string(
+            "airflow.providers.celery.executors.celery_executor.app"
+        ),
+        "auth_manager": get_auth_manager_cls,
+    }
+    outcome = {}
+    for name, load in loaders.items():
+        try:
+            loaded = load()
+            outcome[name] = f"ok: {getattr(loaded, '__name__', type(loaded).__name__)}"
+        except Exception as e:
+            outcome[name] = f"failed: {e!r}"
+    return outcome
+
+
 def unknown_options(options: list[list[str]]) -> list[str]:
     from airflow.configuration import conf
 
@@ -85,6 +108,7 @@ def main(request_path: str, result_path: str) -> int:
     result = {
         "argv": {" ".join(a): check_argv(parser, a) for a in request["argvs"]},
         "unknown_options": unknown_options(request["options"]),
+        "components": load_components(),
         "dags": dag_needs(),
         "store_hook_conn_id": store_hook_conn_id(),
     }

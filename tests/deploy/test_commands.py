@@ -261,6 +261,15 @@ def test_every_airflow_command_exists_and_parses(airflow_probe: Any) -> None:
     assert not bad, bad
 
 
+def test_the_executor_and_auth_manager_load(airflow_probe: Any) -> None:
+    """Regression: celery 5.7 dropped celery.backends.database.retry, which the celery provider
+    3.26 imports; the CLI still parsed, but the scheduler and the worker died at start."""
+    components = airflow_probe["components"]
+    assert components["executor"] == "ok: CeleryExecutor", components
+    assert components["celery_app"].startswith("ok"), components
+    assert components["auth_manager"] == "ok: FabAuthManager", components
+
+
 def test_every_airflow_option_set_by_environment_exists(airflow_probe: Any) -> None:
     assert not airflow_probe["unknown_options"], airflow_probe["unknown_options"]
 
