@@ -122,7 +122,7 @@ def embed_partition(
     input_fingerprint: str | None = None,
     dtype: str = "float32",
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> PartitionRecord:
     """Embed ``items`` into partition ``index`` of ``snapshot_id``; see the module docstring.
 

@@ -53,7 +53,9 @@ def _jitter(rng: np.random.Generator, colour: tuple[int, int, int], amount: int)
     return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
 
 
-def _polygon(cx: float, cy: float, r: float, n: int, angle: float, inner: float = 1.0) -> list:
+def _polygon(
+    cx: float, cy: float, r: float, n: int, angle: float, inner: float = 1.0
+) -> list[tuple[float, float]]:
     points = []
     for k in range(n * (2 if inner != 1.0 else 1)):
         radius = r if k % 2 == 0 or inner == 1.0 else r * inner

@@ -127,7 +127,7 @@ class UrlListSource:
         return rows[spec["start"] : spec["stop"]]
 
     def fetch(
-        self, spec: PartitionSpec, *, progress: Callable[[int], None] | None = None
+        self, spec: PartitionSpec, *, progress: Callable[[int], object] | None = None
     ) -> dict[str, Any]:
         """Download one shard into the store (once); returns its stats."""
         tar_key, stats_key = shard_keys(self.dataset, spec["index"])
