@@ -23,6 +23,8 @@ from vsearch.encoders.base import Encoder, EncoderUnavailable, TextNotSupported
 
 log = logging.getLogger(__name__)
 
+QUERY_MAX_SIDE = 1024
+
 
 class QueryCache(Protocol):
     def get(self, key: str) -> np.ndarray | None: ...
@@ -89,20 +91,14 @@ def open_query_cache(spec: str, metadata_url: str, ttl_s: int) -> QueryCache | N
 
 
 def decode_image_bytes(data: bytes, max_pixels: int) -> Any:
-    """A decoded RGB image through ``vsearch.imaging.decode_image``; bad images are 400s."""
+    """A decoded RGB image (``vsearch.imaging.decode_image``); a rejected image is a 400."""
+    from vsearch.imaging import ImageRejected, decode_image
+
     try:
-        from vsearch.imaging import (  # type: ignore[import-not-found,unused-ignore]
-            ImageRejected,
-            decode_image,
-        )
-    except ImportError:
-        raise ApiError(
-            501, "image_decoding_unavailable", "this build has no image decoder (vsearch.imaging)"
-        ) from None
-    try:
-        return decode_image(data, max_pixels=max_pixels)
+        # Query encoders work at a few hundred pixels: decoding large photos smaller is cheaper.
+        return decode_image(data, max_pixels=max_pixels, max_side=QUERY_MAX_SIDE)
     except ImageRejected as e:
-        raise ApiError(400, "bad_image", str(e)) from None
+        raise ApiError(400, "bad_image", f"the image was rejected: {e}") from None
 
 
 class QueryEmbedder:

@@ -100,7 +100,8 @@ def vector(value: Any, name: str = "vector") -> np.ndarray:
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
             raise bad(f"{name} must be a list of numbers")
         try:
-            x = np.asarray(value, "float64").astype("float32")
+            with np.errstate(over="ignore"):  # out of float32 range -> inf -> refused below
+                x = np.asarray(value, "float64").astype("float32")
         except OverflowError:
             raise bad(f"{name} has a value out of float32 range") from None
     else:
@@ -113,7 +114,7 @@ def vector(value: Any, name: str = "vector") -> np.ndarray:
 
 
 def _text(value: Any, name: str, limit: int) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value:
         raise bad(f"{name} must be a non-empty string")
     if len(value) > limit:
         raise bad(f"{name} is longer than {limit} characters")
@@ -155,7 +156,7 @@ def parse_search(request: Request, *, max_k: int, default_k: int) -> SearchReque
             fields["image"] = upload.read()
     else:
         fields = json_object(request)
-    unknown = sorted(set(fields) - SEARCH_FIELDS)
+    unknown = sorted(repr(n) if not isinstance(n, str) else n for n in set(fields) - SEARCH_FIELDS)
     if unknown:
         raise bad(f"unknown field(s): {', '.join(unknown)}")
     kind, raw = _one_of(fields, QUERY_KINDS, "a search")

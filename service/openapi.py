@@ -13,12 +13,22 @@ from vsearch.delta import MAX_ITEM_ID
 
 _ID = {"type": "integer", "minimum": 0, "maximum": MAX_ITEM_ID}
 _B64 = {"type": "string", "contentEncoding": "base64", "minLength": 1}
-_VECTOR = {
-    "oneOf": [
-        {"type": "array", "items": {"type": "number"}, "minItems": 1, "maxItems": MAX_DIM},
-        {**_B64, "description": "base64 of little-endian float32 values"},
-    ]
-}
+
+
+def _vector(dim: int | None) -> dict[str, Any]:
+    """A vector as a JSON list or base64 float32; exactly ``dim`` values once a snapshot serves."""
+    lo, hi = (dim, dim) if dim else (1, MAX_DIM)
+    b64: dict[str, Any] = {**_B64, "description": "base64 of little-endian float32 values"}
+    if dim:
+        b64["minLength"] = b64["maxLength"] = 4 * -(-(dim * 4) // 3)
+    return {
+        "oneOf": [
+            {"type": "array", "items": {"type": "number"}, "minItems": lo, "maxItems": hi},
+            b64,
+        ]
+    }
+
+
 _ERROR = {
     "type": "object",
     "required": ["error"],
@@ -46,14 +56,16 @@ def _json(schema_ref: str, description: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(*, max_k: int, max_items: int) -> dict[str, Any]:
+def openapi_document(*, max_k: int, max_items: int, dim: int | None = None) -> dict[str, Any]:
+    """The document; ``dim``: the served snapshot's dimension, when there is one."""
+    vector = _vector(dim)
     query_options = {
         "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS},
         "image": {**_B64, "description": "the image file, base64"},
         "image_b64": {**_B64, "description": "alias of image"},
         "image_url": {"type": "string", "format": "uri", "maxLength": MAX_URL_CHARS},
-        "vector": _VECTOR,
-        "vector_b64": {**_B64, "description": "alias of vector given as base64"},
+        "vector": vector,
+        "vector_b64": {**vector["oneOf"][1], "description": "alias of vector given as base64"},
         "id": {**_ID, "description": "more like this stored item (excluded from the hits)"},
     }
     knobs = {
@@ -89,8 +101,8 @@ def openapi_document(*, max_k: int, max_items: int) -> dict[str, Any]:
         "required": ["id"],
         "properties": {
             "id": _ID,
-            "vector": _VECTOR,
-            "vector_b64": _B64,
+            "vector": vector,
+            "vector_b64": vector["oneOf"][1],
             "image": _B64,
             "image_b64": _B64,
             "image_url": query_options["image_url"],

@@ -30,7 +30,7 @@ from vsearch.delta import parse_entry_id
 from vsearch.manifest import EncoderInfo, Manifest
 from vsearch.metadata import MetadataError, MetadataStore, load_snapshot_metadata
 from vsearch.search import ShardSearcher, SnapshotSearcher, Watermark
-from vsearch.snapshots import read_current, read_manifest, read_pointer
+from vsearch.snapshots import read_current, read_pointer
 from vsearch.storage import ObjectStore
 
 log = logging.getLogger(__name__)

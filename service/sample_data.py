@@ -61,7 +61,9 @@ def build_snapshot(
     default_nprobe: int | None = 8,
 ) -> Manifest:
     """Write shards and metadata of ``xb`` (ids ``ids``) under ``sid``; return the manifest."""
-    import faiss
+    import faiss as faiss_module
+
+    faiss: Any = faiss_module  # its stubs miss SearchParameters keywords and chain access
 
     d = xb.shape[1]
     ivf = factory != FLAT
@@ -73,7 +75,9 @@ def build_snapshot(
     for j, rows in enumerate(parts):
         index = faiss.clone_index(trained) if ivf else faiss.IndexIDMap2(faiss.IndexFlatIP(d))
         index.add_with_ids(xb[rows], ids[rows])
-        info = store.put(f"indexes/{sid}/shard-{j:04d}.index", faiss.serialize_index(index).tobytes())
+        info = store.put(
+            f"indexes/{sid}/shard-{j:04d}.index", faiss.serialize_index(index).tobytes()
+        )
         assert info.sha256 is not None
         lo, hi = (int(ids[rows].min()), int(ids[rows].max())) if len(rows) else (0, 0)
         shards.append(ShardInfo(info.key, info.sha256, info.size, len(rows), (lo, hi)))
@@ -91,7 +95,16 @@ def build_snapshot(
         previous_snapshot_id=previous,
         encoder=encoder,
         metric="ip",
-        index=IndexInfo(factory, nlist, None, None, "OPQ" in factory, None, default_nprobe if ivf else None, None),
+        index=IndexInfo(
+            factory,
+            nlist,
+            None,
+            None,
+            "OPQ" in factory,
+            None,
+            default_nprobe if ivf else None,
+            None,
+        ),
         shards=tuple(shards),
         metadata=MetadataInfo((ObjectRef(minfo.key, minfo.sha256, minfo.size),), len(ids)),
         recall=RecallInfo(None if ivf else 1.0, None, curve),
@@ -102,7 +115,9 @@ def build_snapshot(
 
 def _quick_training(index: Any) -> None:
     """Sample data needs a valid index, not the best one: fewer OPQ rounds, no polysemous codes."""
-    import faiss
+    import faiss as faiss_module
+
+    faiss: Any = faiss_module  # its stubs miss SearchParameters keywords and chain access
 
     ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     if hasattr(ivf, "do_polysemous_training"):
@@ -118,7 +133,9 @@ def recall_curve(
     xb: np.ndarray, ids: np.ndarray, factory: str, trained: Any, nq: int = 100
 ) -> tuple[tuple[int, float, float], ...]:
     """recall@10 of one unsharded index against exact search, per nprobe."""
-    import faiss
+    import faiss as faiss_module
+
+    faiss: Any = faiss_module  # its stubs miss SearchParameters keywords and chain access
 
     index = faiss.clone_index(trained)
     index.add_with_ids(xb, ids)
@@ -129,12 +146,16 @@ def recall_curve(
     nlist = faiss.extract_index_ivf(index).nlist
     points = []
     for nprobe in (p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist):
-        params = faiss.SearchParametersPreTransform(index_params=faiss.SearchParametersIVF(nprobe=nprobe))
+        params = faiss.SearchParametersPreTransform(
+            index_params=faiss.SearchParametersIVF(nprobe=nprobe)
+        )
         params = params if "OPQ" in factory else faiss.SearchParametersIVF(nprobe=nprobe)
         t = time.perf_counter()
         _, found = index.search(xq, 10, params=params)
         ms = (time.perf_counter() - t) * 1000 / len(xq)
-        hits = sum(len(set(a) & set(b)) for a, b in zip(found.tolist(), truth.tolist(), strict=True))
+        hits = sum(
+            len(set(a) & set(b)) for a, b in zip(found.tolist(), truth.tolist(), strict=True)
+        )
         points.append((nprobe, hits / truth.size, round(ms, 4)))
     return tuple(points)
 

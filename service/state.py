@@ -70,14 +70,12 @@ class _LazyEncoder:
             return self._encoder
         with self._lock:
             if self._encoder is None:
+                from vsearch.encoders import load_encoder
+
                 try:
-                    from vsearch.encoders import load_encoder  # type: ignore[attr-defined]
-                except ImportError:
-                    raise EncoderUnavailable(
-                        f"query_encoder={self.spec!r} but this build has no "
-                        "vsearch.encoders.load_encoder"
-                    ) from None
-                self._encoder = load_encoder(self.spec)
+                    self._encoder = load_encoder(self.spec)
+                except ValueError as e:  # a malformed spec: as unavailable, with the reason
+                    raise EncoderUnavailable(f"query_encoder={self.spec!r}: {e}") from None
             return self._encoder
 
 

@@ -21,7 +21,13 @@ def rm(eid: str, item: int) -> DeltaEntry:
 
 def test_latest_entry_per_item_wins_whatever_the_arrival_order() -> None:
     a, b = DeltaIndex(D, "ip"), DeltaIndex(D, "ip")
-    entries = [up("10-0", 1, 1), up("11-0", 2, 2), rm("12-0", 1), up("13-0", 2, 3), up("14-0", 1, 4)]
+    entries = [
+        up("10-0", 1, 1),
+        up("11-0", 2, 2),
+        rm("12-0", 1),
+        up("13-0", 2, 3),
+        up("14-0", 1, 4),
+    ]
     a.apply(entries)
     b.apply(list(reversed(entries)))
     b.apply(entries)  # replays are no-ops

@@ -39,7 +39,9 @@ def upsert(item: int, value: float = 1.0) -> DeltaWrite:
 
 def test_entries_come_back_in_order_with_increasing_ms_seq_ids(delta_log: DeltaLog) -> None:
     assert delta_log.last_id() == "0-0" and delta_log.first_id() is None
-    written = delta_log.append([upsert(i) for i in range(5)]) + delta_log.append([DeltaWrite("delete", 3)])
+    written = delta_log.append([upsert(i) for i in range(5)]) + delta_log.append(
+        [DeltaWrite("delete", 3)]
+    )
     keys = [parse_entry_id(e.id) for e in written]
     assert keys == sorted(keys) and len(set(keys)) == 6
     back = delta_log.read()

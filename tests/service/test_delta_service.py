@@ -40,7 +40,9 @@ def redis_url(redis_server_for_delta: KillableRedis) -> str:
 @pytest.fixture
 def base(local_store: ObjectStore) -> tuple[ObjectStore, np.ndarray]:
     xb = unit_vectors(N, D, seed=11)
-    publish(local_store, build_snapshot(local_store, snapshot_id(1), xb, np.arange(N, dtype="int64")))
+    publish(
+        local_store, build_snapshot(local_store, snapshot_id(1), xb, np.arange(N, dtype="int64"))
+    )
     return local_store, xb
 
 
@@ -53,7 +55,11 @@ def new_vector(seed: int) -> np.ndarray:
 
 
 def upsert(client: Any, item: int, x: np.ndarray, **meta: Any) -> Any:
-    r = client.put("/v1/items", json={"items": [{"id": item, "vector": x.tolist(), "metadata": meta}]}, headers=AUTH)
+    r = client.put(
+        "/v1/items",
+        json={"items": [{"id": item, "vector": x.tolist(), "metadata": meta}]},
+        headers=AUTH,
+    )
     assert r.status_code == 200, r.json
     return r.json
 
@@ -77,7 +83,9 @@ def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def test_an_upsert_is_found_by_the_very_next_search(base: Any, make_app: AppFactory, redis_url: str) -> None:
+def test_an_upsert_is_found_by_the_very_next_search(
+    base: Any, make_app: AppFactory, redis_url: str
+) -> None:
     store, _ = base
     client = redis_app(make_app, store, redis_url, "a").test_client()
     x = new_vector(1)
@@ -86,7 +94,9 @@ def test_an_upsert_is_found_by_the_very_next_search(base: Any, make_app: AppFact
     assert (hit["id"], hit["source"], hit["metadata"]) == (10_001, "delta", {"caption": "new"})
 
 
-def test_a_delete_or_an_upsert_hides_the_base_copy(base: Any, make_app: AppFactory, redis_url: str) -> None:
+def test_a_delete_or_an_upsert_hides_the_base_copy(
+    base: Any, make_app: AppFactory, redis_url: str
+) -> None:
     store, xb = base
     client = redis_app(make_app, store, redis_url, "a").test_client()
     assert ids_of(vector_query(client, xb[5], k=3))[0] == 5
@@ -96,7 +106,10 @@ def test_a_delete_or_an_upsert_hides_the_base_copy(base: Any, make_app: AppFacto
     found = vector_query(client, xb[6], k=50).json["hits"]
     assert all(not (h["id"] == 6 and h["source"] == "base") for h in found)
     assert vector_query(client, new_vector(2), k=1).json["hits"][0] == {
-        "id": 6, "score": pytest.approx(1.0, abs=1e-5), "source": "delta", "metadata": {}
+        "id": 6,
+        "score": pytest.approx(1.0, abs=1e-5),
+        "source": "delta",
+        "metadata": {},
     }
     assert client.post("/v1/search", json={"id": 5}).status_code == 404
 
@@ -165,12 +178,17 @@ def test_a_swap_to_a_higher_watermark_keeps_exactly_the_newer_entries(
     ]
 
 
-def test_writes_need_the_api_key(base: Any, make_app: AppFactory, redis_url: str, tmp_path: Path) -> None:
+def test_writes_need_the_api_key(
+    base: Any, make_app: AppFactory, redis_url: str, tmp_path: Path
+) -> None:
     store, _ = base
     client = redis_app(make_app, store, redis_url, "a").test_client()
     body = {"ids": [1]}
     assert client.post("/v1/items/delete", json=body).status_code == 401
-    assert client.post("/v1/items/delete", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert (
+        client.post("/v1/items/delete", json=body, headers={"X-API-Key": "wrong"}).status_code
+        == 401
+    )
     ok = client.post("/v1/items/delete", json=body, headers={"Authorization": "Bearer test-key"})
     assert ok.status_code == 200
     closed = make_app(store, name="nokey", API_KEY="").test_client()

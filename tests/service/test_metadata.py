@@ -11,7 +11,12 @@ import pytest
 
 from service.sample_data import build_snapshot, snapshot_id, unit_vectors
 from tests.service.redis_proc import KillableRedis
-from vsearch.metadata import MetadataError, MetadataStore, load_snapshot_metadata, open_metadata_store
+from vsearch.metadata import (
+    MetadataError,
+    MetadataStore,
+    load_snapshot_metadata,
+    open_metadata_store,
+)
 from vsearch.storage import ObjectStore
 
 
@@ -32,7 +37,9 @@ def meta_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Metad
         server.stop()
 
 
-def test_load_is_idempotent_and_rows_come_back(local_store: ObjectStore, meta_store: MetadataStore) -> None:
+def test_load_is_idempotent_and_rows_come_back(
+    local_store: ObjectStore, meta_store: MetadataStore
+) -> None:
     ids = np.arange(50, dtype="int64") + 7
     m = build_snapshot(local_store, snapshot_id(1), unit_vectors(50, 64, 1), ids)
     assert load_snapshot_metadata(local_store, m, meta_store) == 50
@@ -42,8 +49,12 @@ def test_load_is_idempotent_and_rows_come_back(local_store: ObjectStore, meta_st
     assert got[7] == {"id": 7, "key": f"{m.snapshot_id}/7", "snapshot": m.snapshot_id}
 
 
-def test_a_file_that_fails_its_checksum_writes_nothing(local_store: ObjectStore, meta_store: MetadataStore) -> None:
-    m = build_snapshot(local_store, snapshot_id(1), unit_vectors(10, 64, 1), np.arange(10, dtype="int64"))
+def test_a_file_that_fails_its_checksum_writes_nothing(
+    local_store: ObjectStore, meta_store: MetadataStore
+) -> None:
+    m = build_snapshot(
+        local_store, snapshot_id(1), unit_vectors(10, 64, 1), np.arange(10, dtype="int64")
+    )
     ref = m.metadata.files[0]
     data = local_store.get(ref.uri).replace(b'"key"', b'"kex"')
     local_store.put(ref.uri, io.BytesIO(data))

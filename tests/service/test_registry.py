@@ -24,7 +24,9 @@ def flat_snapshot(store: ObjectStore, day: int, n: int = 200, **kw: Any) -> Any:
     return m, xb
 
 
-def test_loads_a_published_snapshot_from_the_store(store: ObjectStore, make_app: AppFactory) -> None:
+def test_loads_a_published_snapshot_from_the_store(
+    store: ObjectStore, make_app: AppFactory
+) -> None:
     m, xb = flat_snapshot(store, 1)
     app = make_app(store)
     r = vector_query(app.test_client(), xb[3], k=1).json
@@ -44,8 +46,10 @@ def corrupt_shard(store: ObjectStore, m: Any) -> str:
 REFUSALS = {
     "corrupted shard": (lambda store: corrupt_shard(store, flat_snapshot(store, 2)[0])),
     "foreign encoder": (
-        lambda store: flat_snapshot(store, 2, encoder=EncoderInfo("clip", "ViT-B-32", "abc", D, True))
-        and "encoder clip/ViT-B-32@abc"
+        lambda store: (
+            flat_snapshot(store, 2, encoder=EncoderInfo("clip", "ViT-B-32", "abc", D, True))
+            and "encoder clip/ViT-B-32@abc"
+        )
     ),
     "over budget": (lambda store: flat_snapshot(store, 2, n=4000) and "memory budget"),
 }
@@ -96,7 +100,7 @@ def test_not_ready_without_a_snapshot_then_ready_in_the_background(
 def test_an_old_snapshot_is_released_only_after_its_last_request(
     local_store: ObjectStore, make_app: AppFactory
 ) -> None:
-    m1, xb = flat_snapshot(local_store, 1)
+    _m1, xb = flat_snapshot(local_store, 1)
     app = make_app(local_store)
     state = app.extensions["vsearch"]
     with state.registry.lease() as old:
@@ -121,14 +125,21 @@ def ivf_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[ObjectStore, An
     return store, m, xb
 
 
-def test_ivf_nprobe_is_per_request_and_matches_raw_faiss(ivf_store: Any, make_app: AppFactory) -> None:
+def test_ivf_nprobe_is_per_request_and_matches_raw_faiss(
+    ivf_store: Any, make_app: AppFactory
+) -> None:
     store, m, xb = ivf_store
     app = make_app(store)
     client = app.test_client()
-    shards = [faiss.read_index(str(app.extensions["vsearch"].registry.cache / f"{s.sha256}.index")) for s in m.shards]
+    shards = [
+        faiss.read_index(str(app.extensions["vsearch"].registry.cache / f"{s.sha256}.index"))
+        for s in m.shards
+    ]
     q = xb[17]
     for nprobe in (1, 4, 64):
-        params = faiss.SearchParametersPreTransform(index_params=faiss.SearchParametersIVF(nprobe=nprobe))
+        params = faiss.SearchParametersPreTransform(
+            index_params=faiss.SearchParametersIVF(nprobe=nprobe)
+        )
         D_, I_ = zip(*(s.search(q[None], 10, params=params) for s in shards), strict=True)
         dist, ids = np.concatenate([d[0] for d in D_]), np.concatenate([i[0] for i in I_])
         expected = ids[np.argsort(-dist, kind="stable")][:10]
@@ -140,7 +151,9 @@ def test_ivf_nprobe_is_per_request_and_matches_raw_faiss(ivf_store: Any, make_ap
     assert vector_query(client, q, exact=True).json["nprobe"] == 64
 
 
-def test_target_recall_maps_to_nprobe_through_the_recall_curve(ivf_store: Any, make_app: AppFactory) -> None:
+def test_target_recall_maps_to_nprobe_through_the_recall_curve(
+    ivf_store: Any, make_app: AppFactory
+) -> None:
     store, m, xb = ivf_store
     client = make_app(store).test_client()
     curve = m.recall.curve
@@ -148,12 +161,15 @@ def test_target_recall_maps_to_nprobe_through_the_recall_curve(ivf_store: Any, m
     target = curve[2][1]
     expected = min(p for p, r, _ in curve if r >= target)
     assert vector_query(client, xb[1], target_recall=target).json["nprobe"] == expected
-    assert vector_query(client, xb[1], target_recall=1.0).json["nprobe"] in (curve[-1][0], *[p for p, r, _ in curve if r >= 1.0])
+    assert vector_query(client, xb[1], target_recall=1.0).json["nprobe"] in (
+        curve[-1][0],
+        *[p for p, r, _ in curve if r >= 1.0],
+    )
     assert vector_query(client, xb[1]).json["nprobe"] == m.index.default_nprobe
 
 
 def test_more_like_this_on_ivf_uses_the_direct_map(ivf_store: Any, make_app: AppFactory) -> None:
-    store, _, xb = ivf_store
+    store, _, _xb = ivf_store
     client = make_app(store).test_client()
     r = client.post("/v1/search", json={"id": 3 * 42, "k": 5, "nprobe": 64})
     assert r.status_code == 200, r.json

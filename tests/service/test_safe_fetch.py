@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ class Server:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.hits.append(self.path)
                 status, headers, body, delay = routes.get(self.path, (404, {}, b"", 0.0))
                 time.sleep(delay)
@@ -31,10 +32,8 @@ class Server:
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                try:
+                with contextlib.suppress(OSError):
                     self.wfile.write(body)
-                except OSError:
-                    pass
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -64,7 +63,12 @@ def first_hop(target: Server) -> Iterator[Server]:
         {
             "/img": (200, {"Content-Type": "image/png"}, b"PNGDATA", 0.0),
             "/to-loopback": (302, {"Location": target.url("/secret")}, b"", 0.0),
-            "/to-metadata": (301, {"Location": "http://169.254.169.254/latest/meta-data/"}, b"", 0.0),
+            "/to-metadata": (
+                301,
+                {"Location": "http://169.254.169.254/latest/meta-data/"},
+                b"",
+                0.0,
+            ),
             "/relative": (302, {"Location": "/img"}, b"", 0.0),
             "/big": (200, {}, b"x" * 5000, 0.0),
             "/slow": (200, {}, b"late", 2.0),
@@ -75,7 +79,9 @@ def first_hop(target: Server) -> Iterator[Server]:
 
 
 def fetch(url: str, **kw: Any) -> Any:
-    return fetch_url(url, max_bytes=kw.pop("max_bytes", 4096), timeout_s=kw.pop("timeout_s", 2.0), **kw)
+    return fetch_url(
+        url, max_bytes=kw.pop("max_bytes", 4096), timeout_s=kw.pop("timeout_s", 2.0), **kw
+    )
 
 
 @pytest.mark.parametrize(

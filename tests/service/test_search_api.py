@@ -47,11 +47,17 @@ def test_vector_search_matches_exact_search_across_shards(flat: Any, make_app: A
         scores = [h["score"] for h in body["hits"]]
         assert scores == sorted(scores, reverse=True)
         hit = body["hits"][0]
-        assert hit["metadata"] == {"id": hit["id"], "key": f"{snapshot_id(1)}/{hit['id']}", "snapshot": snapshot_id(1)}
+        assert hit["metadata"] == {
+            "id": hit["id"],
+            "key": f"{snapshot_id(1)}/{hit['id']}",
+            "snapshot": snapshot_id(1),
+        }
         assert body["took_ms"] > 0
 
 
-def test_base64_vector_and_unnormalised_vector_give_the_same_hits(flat: Any, make_app: AppFactory) -> None:
+def test_base64_vector_and_unnormalised_vector_give_the_same_hits(
+    flat: Any, make_app: AppFactory
+) -> None:
     store, xb, _ = flat
     client = make_app(store).test_client()
     q = xb[5] * 3.0
