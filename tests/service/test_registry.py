@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import faiss
@@ -85,16 +86,21 @@ def test_not_ready_without_a_snapshot_then_ready_in_the_background(
 ) -> None:
     app = make_app(local_store, LOAD_ON_START="background", WATCH_INTERVAL_S=0.05)
     client = app.test_client()
-    r = client.get("/readyz")
-    assert r.status_code == 503 and "CURRENT" in r.json["reason"]
+
+    def wait_for(check: Any) -> Any:
+        deadline = time.monotonic() + 10
+        while not (r := check()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        return r
+
+    r = wait_for(
+        lambda: (r := client.get("/readyz")).json["reason"] != "no snapshot loaded yet" and r
+    )
+    assert r.status_code == 503 and "no CURRENT" in r.json["reason"]
     assert vector_query(client, np.ones(D)).status_code == 503
     flat_snapshot(local_store, 1)
-    import time
-
-    deadline = time.monotonic() + 10
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: client.get("/readyz").status_code == 200)
 
 
 def test_an_old_snapshot_is_released_only_after_its_last_request(
