@@ -70,6 +70,19 @@ class Settings:
     fetch_max_mb: int = 20
     fetch_max_side: int = 512
     # --- index stage (spec, training, shards, recall gate) ---
+    # Explicit faiss factory string (e.g. "OPQ32,IVF4096,PQ32x8"); empty: chosen from
+    # the budgets below (vsearch.index.choose_spec).
+    index_factory: str = ""
+    # Resident RAM per vector (re-ranking codes may stay on disk, memory-mapped) and
+    # per-query time on one core that the chosen index must fit.
+    index_bytes_per_vector: float = 48.0
+    index_max_query_ms: float = 1.0
+    index_nshards: int = 1
+    # The gate: recall@10 at the default nprobe, for image->image and text->image.
+    index_target_recall: float = 0.95
+    index_seed: int = 0
+    # Where k-means runs: auto (GPU when faiss sees one), cpu or gpu.
+    index_device: str = "auto"
     # --- query service ---
     # Encoder spec for text/image queries (vsearch.encoders.load_encoder); empty: vector
     # queries only, and the service pins the encoder of the first snapshot it serves.

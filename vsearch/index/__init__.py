@@ -1,0 +1,49 @@
+"""The index stage: spec selection, training, shard build, recall validation, publish.
+
+Each step is one function taking the store and the snapshot id and returning
+JSON-able values (object keys, a ShardInfo's fields), so Airflow can pass them
+through XCom; arrays never travel. faiss is imported inside the functions:
+importing this package stays cheap for the CLI and DAG parsing.
+
+    train_index(store, sid, ...)              -> "indexes/{sid}/trained.index"
+    build_shard(store, sid, shard, nshards)   -> {uri, sha256, bytes, ntotal, id_range}
+    validate_snapshot(store, sid, ...)        -> "indexes/{sid}/report.json"  (or RecallGateFailed)
+    publish_built_snapshot(store, sid, ...)   -> PublishResult
+"""
+
+from __future__ import annotations
+
+from vsearch.index.build import build_snapshot
+from vsearch.index.publish import (
+    build_manifest,
+    created_at_for,
+    lineage_from_partitions,
+    previous_snapshot_for,
+    publish_built_snapshot,
+)
+from vsearch.index.shards import DuplicateIds, build_shard
+from vsearch.index.spec import IndexSpec, SpecError, choose_spec, spec_from_factory
+from vsearch.index.structure import search_params
+from vsearch.index.train import GpuUnavailable, train_index
+from vsearch.index.validate import RecallGateFailed, validate_snapshot, write_text_queries
+
+__all__ = [
+    "DuplicateIds",
+    "GpuUnavailable",
+    "IndexSpec",
+    "RecallGateFailed",
+    "SpecError",
+    "build_manifest",
+    "build_shard",
+    "build_snapshot",
+    "choose_spec",
+    "created_at_for",
+    "lineage_from_partitions",
+    "previous_snapshot_for",
+    "publish_built_snapshot",
+    "search_params",
+    "spec_from_factory",
+    "train_index",
+    "validate_snapshot",
+    "write_text_queries",
+]

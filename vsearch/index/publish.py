@@ -1,0 +1,161 @@
+"""From a validated build to a published snapshot: the Manifest, through publish_snapshot.
+
+Everything in the manifest comes from stored objects (the report, the shard
+and partition records) or from the caller (encoder, lineage), never from the
+clock: a retry assembles the identical manifest, which the immutable-manifest
+rule requires. ``created_at`` defaults to the time the snapshot id names.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from vsearch.index.layout import get_json, report_key
+from vsearch.index.validate import RecallGateFailed
+from vsearch.index.vectors import inventory
+from vsearch.manifest import (
+    SCHEMA_VERSION,
+    EncoderInfo,
+    IndexInfo,
+    Lineage,
+    Manifest,
+    MetadataInfo,
+    ObjectRef,
+    RecallInfo,
+    ShardInfo,
+    check_snapshot_id,
+)
+from vsearch.partitions import partition_keys
+from vsearch.snapshots import PublishResult, list_snapshots, publish_snapshot
+from vsearch.storage import ObjectNotFound, ObjectStore
+
+
+def created_at_for(snapshot_id: str) -> str:
+    """ISO 8601 of the logical date a snapshot id names (``20261121T000000Z`` -> ...)."""
+    stamp = check_snapshot_id(snapshot_id).split("-", 1)[0]
+    return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).isoformat()
+
+
+def previous_snapshot_for(store: ObjectStore, snapshot_id: str) -> str | None:
+    """The newest published snapshot older than ``snapshot_id``: what rollback goes to.
+
+    Not "whatever CURRENT names now": once this snapshot is live, a retry would
+    read itself there and assemble a different manifest.
+    """
+    older = [s for s in list_snapshots(store) if s < snapshot_id]
+    return older[-1] if older else None
+
+
+def lineage_from_partitions(
+    store: ObjectStore,
+    snapshot_id: str,
+    *,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    sources: tuple[str, ...] = (),
+) -> Lineage:
+    """Item and failure counts from the partitions' commit records."""
+    inv = inventory(store, snapshot_id)
+    return Lineage(dag_id, run_id, sources, inv.n, inv.failures)
+
+
+def read_report(store: ObjectStore, snapshot_id: str) -> dict[str, Any]:
+    report = get_json(store, report_key(snapshot_id))
+    if report is None:
+        raise ObjectNotFound(
+            f"{snapshot_id} has no {report_key(snapshot_id)}; validate the snapshot first"
+        )
+    return dict(report)
+
+
+def build_manifest(
+    store: ObjectStore,
+    snapshot_id: str,
+    *,
+    encoder: EncoderInfo,
+    lineage: Lineage,
+    previous_snapshot_id: str | None = None,
+    delta_watermark: str = "0-0",
+    created_at: str | None = None,
+) -> Manifest:
+    """The manifest of a validated snapshot; raises RecallGateFailed if its gate failed."""
+    report = read_report(store, snapshot_id)
+    key = report_key(snapshot_id)
+    if not report["gate"]["passed"]:
+        raise RecallGateFailed(
+            f"{snapshot_id}: not publishable, recall gate failed: {report['gate']['reason']}", key
+        )
+    spec = report["spec"]
+    if encoder.dim != spec["d"]:
+        raise ValueError(f"encoder dim {encoder.dim} != indexed vectors' dim {spec['d']}")
+    trained = report["trained"]
+    index = IndexInfo(
+        factory=spec["factory"],
+        nlist=spec["nlist"],
+        m=spec["m"],
+        nbits=spec["nbits"],
+        opq=spec["opq"],
+        refine=spec["refine"],
+        default_nprobe=report["default_nprobe"],
+        trained=ObjectRef(trained["uri"], trained["sha256"], trained["bytes"]),
+    )
+    shards = tuple(
+        ShardInfo(
+            s["uri"],
+            s["sha256"],
+            s["bytes"],
+            s["ntotal"],
+            (int(s["id_range"][0]), int(s["id_range"][1])),
+        )
+        for s in report["shards"]
+    )
+    inv = inventory(store, snapshot_id)
+    files = []
+    for record in inv.records:
+        meta = partition_keys(snapshot_id, record.index).meta
+        files.append(ObjectRef(meta, record.sha256[meta], store.head(meta).size))
+    text = report["recall"].get("text_to_image")
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        snapshot_id=snapshot_id,
+        created_at=created_at or created_at_for(snapshot_id),
+        previous_snapshot_id=previous_snapshot_id,
+        encoder=encoder,
+        metric=report["metric"],
+        index=index,
+        shards=shards,
+        metadata=MetadataInfo(tuple(files), inv.n),
+        recall=RecallInfo(
+            image_to_image_at_10=report["recall"]["image_to_image"]["recall@10"],
+            text_to_image_at_10=None if text is None else text["recall@10"],
+            curve=tuple((int(p), float(r), float(ms)) for p, r, ms in report["curve"]),
+        ),
+        delta_watermark=delta_watermark,
+        lineage=lineage,
+    )
+
+
+def publish_built_snapshot(
+    store: ObjectStore,
+    snapshot_id: str,
+    *,
+    encoder: EncoderInfo,
+    lineage: Lineage,
+    previous_snapshot_id: str | None = None,
+    delta_watermark: str = "0-0",
+    force: bool = False,
+    created_at: str | None = None,
+) -> PublishResult:
+    """Assemble the manifest from report.json and the shards, then ``publish_snapshot``
+    (which verifies every object's size and sha256 before CURRENT moves)."""
+    manifest = build_manifest(
+        store,
+        snapshot_id,
+        encoder=encoder,
+        lineage=lineage,
+        previous_snapshot_id=previous_snapshot_id,
+        delta_watermark=delta_watermark,
+        created_at=created_at,
+    )
+    return publish_snapshot(store, manifest, force=force)
