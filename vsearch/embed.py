@@ -68,10 +68,9 @@ class _Prepared:
         self.item, self.pixels, self.reason = item, pixels, reason
 
 
-def _prepare(item: Item, encoder: Encoder, max_pixels: int) -> _Prepared:
+def _prepare(item: Item, pixel_encoder: PixelEncoder | None, max_pixels: int) -> _Prepared:
     if item.metadata.get(FAILED):
         return _Prepared(item, reason=str(item.metadata[FAILED]))
-    pixel_encoder = encoder if isinstance(encoder, PixelEncoder) else None
     try:
         image = decode_image(
             item.data,
@@ -86,28 +85,48 @@ def _prepare(item: Item, encoder: Encoder, max_pixels: int) -> _Prepared:
 
 
 def _prepared_stream(
-    items: Iterable[Item], encoder: Encoder, workers: int, ahead: int, max_pixels: int
+    items: Iterable[Item],
+    pixel_encoder: PixelEncoder | None,
+    workers: int,
+    ahead: int,
+    max_pixels: int,
 ) -> Iterator[_Prepared]:
     """Items decoded by ``workers`` threads, in input order, at most ``ahead`` in flight."""
     with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
         pending: deque[Future[_Prepared]] = deque()
         for item in items:
-            pending.append(pool.submit(_prepare, item, encoder, max_pixels))
+            pending.append(pool.submit(_prepare, item, pixel_encoder, max_pixels))
             if len(pending) >= ahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
 
-def _encode(encoder: Encoder, batch: list[Any]) -> np.ndarray:
-    if isinstance(encoder, PixelEncoder):
-        pixels = np.stack(batch)
-        if encoder.device.startswith("cuda"):
-            import torch
+class _BatchEncoder:
+    """Runs the model on a batch; on CUDA it stacks into one reused pinned host buffer.
 
-            return encoder.encode_pixels(torch.from_numpy(pixels).pin_memory())
-        return encoder.encode_pixels(pixels)
-    return encoder.encode_images(batch)
+    Reusing the buffer is safe: ``encode_pixels`` returns host arrays, so the
+    previous batch's copy to the device has finished before the next fill.
+    """
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.pixel_encoder = encoder if isinstance(encoder, PixelEncoder) else None
+        cuda = self.pixel_encoder is not None and self.pixel_encoder.device.startswith("cuda")
+        self._pinned: Any = None if cuda else False
+
+    def __call__(self, batch: list[Any]) -> np.ndarray:
+        if self.pixel_encoder is None:
+            return self.encoder.encode_images(batch)
+        if self._pinned is False:
+            return self.pixel_encoder.encode_pixels(np.stack(batch))
+        import torch
+
+        shape = (len(batch), *batch[0].shape)
+        if self._pinned is None or tuple(self._pinned.shape) != shape:
+            self._pinned = torch.empty(shape, dtype=torch.uint8).pin_memory()
+        np.stack(batch, out=self._pinned.numpy())
+        return self.pixel_encoder.encode_pixels(self._pinned)
 
 
 def embed_partition(
@@ -141,14 +160,17 @@ def embed_partition(
     started = time.monotonic()
     workers = num_workers or default_workers()
     digest = hashlib.sha256()
-    ids_given, vectors, ids, meta = IdAllocator(), [], [], []
+    ids_given = IdAllocator()
+    vectors: list[np.ndarray] = []
+    ids: list[int] = []
+    meta: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     batch: list[Any] = []
     batch_rows: list[dict[str, Any]] = []
 
     def flush() -> None:
         if batch:
-            vectors.append(_encode(encoder, batch).astype(dtype, copy=False))
+            vectors.append(encode(batch).astype(dtype, copy=False))
             if progress:
                 progress(len(batch))
             batch.clear()
@@ -161,7 +183,9 @@ def embed_partition(
             digest.update(hashlib.sha256(item.data).digest())
             yield item
 
-    stream = _prepared_stream(consumed(items), encoder, workers, batch_size * 4, max_pixels)
+    encode = _BatchEncoder(encoder)
+    ahead = batch_size * 4
+    stream = _prepared_stream(consumed(items), encode.pixel_encoder, workers, ahead, max_pixels)
     for prepared in stream:
         item = prepared.item
         reason = prepared.reason

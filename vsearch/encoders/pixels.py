@@ -84,12 +84,22 @@ class PixelNormaliser:
     """uint8 NHWC batch -> normalised NCHW float tensor on ``device`` in ``dtype``."""
 
     def __init__(
-        self, mean: Sequence[float], std: Sequence[float], device: str, dtype: Any
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: str,
+        dtype: Any,
+        *,
+        channels_last: bool = False,
     ) -> None:
         import torch
 
         self.device = device
         self.dtype = dtype
+        # NHWC input permuted to NCHW is already channels-last in memory: convnets
+        # that run channels-last (much faster on CPU for depthwise convolutions) take
+        # it without a copy.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # (x/255 - mean)/std == x * scale + shift, folded into one multiply-add
         std_t = torch.tensor(std, dtype=torch.float32)
         mean_t = torch.tensor(mean, dtype=torch.float32)
@@ -103,7 +113,8 @@ class PixelNormaliser:
         if batch.dtype != torch.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected an (n, H, W, 3) uint8 batch, got {tuple(batch.shape)}")
         batch = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        return (batch * self.scale + self.shift).to(self.dtype).contiguous()
+        normalised = (batch * self.scale + self.shift).to(self.dtype)
+        return normalised.contiguous(memory_format=self.memory_format)
 
 
 def l2_normalised(features: torch.Tensor) -> np.ndarray:
