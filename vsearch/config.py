@@ -102,9 +102,10 @@ class Settings:
     watch_interval_s: float = 5.0
     # Largest snapshot (sum of shard bytes) the service loads; 0: half the machine's memory.
     memory_budget_mb: int = 0
-    # Worker threads per shard (they batch concurrent queries) and the batch limit.
+    # Worker threads per shard, and how many queued queries one faiss call may take
+    # (1: no micro-batching; measured no consistent gain, see docs/service.md).
     shard_threads: int = 2
-    max_batch: int = 32
+    max_batch: int = 1
     # Name this replica records its served watermark under (default: hostname-pid).
     replica_id: str = ""
     # gunicorn (service/gunicorn_conf.py): address, worker processes, threads per worker.
