@@ -241,8 +241,8 @@ def bench_latency(
         out.append(
             row(
                 batch, c, ms(lat_r, 50), ms(lat_r, 99), f"{qps_r:.0f}", ms(lat_s, 50), ms(lat_s, 99)
-            )[:-2]
-            + row(f"{qps_s:.0f}", f"{p50_ratio:.2f}x", f"{qps_s / qps_r:.2f}x", err)[1:]
+            )[:-1]
+            + row(f"{qps_s:.0f}", f"{p50_ratio:.2f}x", f"{qps_s / qps_r:.2f}x", err)
         )
 
 
@@ -336,8 +336,9 @@ def bench_delta(root: Path, out: list[str], writes: int) -> None:
 
 
 def bench_swap(root: Path, out: list[str], n: int, seconds: float, concurrency: int) -> None:
+    """Steady load for ``seconds``, then the same load while CURRENT moves 4 times."""
     days = (1, 2, 3, 4)
-    store, ms = make_store(root, n, "IDMap2,Flat", days)
+    store, snaps = make_store(root, n, "IDMap2,Flat", days)
     xq = unit_vectors(256, D, seed=7)
     bodies = [json.dumps({"vector": b64(x), "k": K}).encode() for x in xq]
     env = service_env(root, store, watch_interval_s="0.2")
@@ -346,18 +347,30 @@ def bench_swap(root: Path, out: list[str], n: int, seconds: float, concurrency: 
         search = lambda w, i: client.post(w, "/v1/search", bodies[(w * 31 + i) % len(bodies)])  # noqa: E731
         run_load(search, concurrency, 40, 10)
         steady, qps_steady, err_steady = run_load(search, concurrency, 100_000, seconds)
-        stop, swaps = threading.Event(), [0]
+        stop = threading.Event()
 
         def mover() -> None:
-            k = 1
-            while not stop.wait(seconds / 5):
-                publish(store, ms[k % len(ms)])
-                swaps[0] += 1
-                k += 1
+            """Move CURRENT through the other snapshots, each once it is live, then back."""
+            for k in (1, 2, 3, 0):
+                if stop.wait(1.0):
+                    return
+                publish(store, snaps[k])
+                deadline = time.monotonic() + 60
+                while http_json("GET", f"{base}/readyz")[1]["snapshot_id"] != snaps[k].snapshot_id:
+                    if stop.wait(0.05) or time.monotonic() > deadline:
+                        return
+            stop.wait(1.0)
+            stop.set()
 
         t = threading.Thread(target=mover)
         t.start()
-        during, qps_during, err_during = run_load(search, concurrency, 100_000, seconds)
+        during: list[float] = []
+        err_during, started = 0, time.perf_counter()
+        while not stop.is_set() and time.perf_counter() - started < 120:
+            lat, _, err = run_load(search, concurrency, 40 * concurrency, 10)
+            during += lat
+            err_during += err
+        qps_during = len(during) / (time.perf_counter() - started)
         stop.set()
         t.join()
         seen = http_json("GET", f"{base}/readyz")[1]["swaps"]
@@ -377,8 +390,8 @@ def bench_swap(root: Path, out: list[str], n: int, seconds: float, concurrency: 
         )
     )
     out.append(
-        row("CURRENT moving", len(during), ms(during, 50), ms(during, 99), f"{qps_during:.0f}")[:-2]
-        + row(err_during, seen - 1)[1:]
+        row("CURRENT moving", len(during), ms(during, 50), ms(during, 99), f"{qps_during:.0f}")[:-1]
+        + row(err_during, seen - 1)
     )
     ratio = pct(during, 99) / pct(steady, 99)
     out.append(

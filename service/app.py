@@ -31,7 +31,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, request
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(search_bp)
     app.register_blueprint(items_bp)
     app.register_blueprint(ops_bp)
+
+    @app.after_request
+    def count_request(response: Response) -> Response:
+        endpoint = request.endpoint or "unmatched"
+        state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        return response
 
     load = config.get("LOAD_ON_START", "background")
     if load not in ("background", "sync", "off"):

@@ -144,3 +144,38 @@ def test_malformed_json_oversized_body_and_wrong_method(flat: Any, make_app: App
     r = client.get("/v1/search")
     assert r.status_code == 405 and r.json["error"]["code"] == "method_not_allowed"
     assert client.get("/nope").json["error"]["code"] == "not_found"
+
+
+def png(seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_image_queries_by_upload_and_base64_agree_and_images_can_be_upserted(
+    flat: Any, make_app: AppFactory
+) -> None:
+    from tests.service.conftest import AUTH
+
+    store, _, _ = flat
+    client = make_app(store, ENCODER=HashEncoder()).test_client()
+    image = png(1)
+    by_b64 = client.post("/v1/search", json={"image": base64.b64encode(image).decode(), "k": 4})
+    upload = client.post(
+        "/v1/search",
+        data={"image": (__import__("io").BytesIO(image), "q.png"), "k": "4"},
+        content_type="multipart/form-data",
+    )
+    assert by_b64.status_code == 200 and upload.status_code == 200, (by_b64.json, upload.json)
+    assert by_b64.json["hits"] == upload.json["hits"]
+    item = {"id": 77_777, "image": base64.b64encode(image).decode(), "metadata": {"kind": "img"}}
+    assert client.put("/v1/items", json={"items": [item]}, headers=AUTH).status_code == 200
+    top = client.post("/v1/search", json={"image": base64.b64encode(image).decode(), "k": 1})
+    assert top.json["hits"][0]["id"] == 77_777 and top.json["hits"][0]["source"] == "delta"
+    bad = client.post("/v1/search", json={"image": base64.b64encode(b"not an image").decode()})
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "bad_image"
