@@ -65,14 +65,8 @@ CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
             type="number",
             minimum=0,
             maximum=1,
-            description="recall@10 the default nprobe must reach",
-        ),
-        "min_recall": Param(
-            0.9,
-            type="number",
-            minimum=0,
-            maximum=1,
-            description="The gate: below this recall@10, nothing is published.",
+            description="The recall gate: the default nprobe is the smallest reaching this "
+            "recall@10 against exact search; if none does, nothing is published.",
         ),
         "force_publish": Param(
             False, type="boolean", description="Move CURRENT even to an older snapshot."
@@ -82,7 +76,7 @@ CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
     doc_md=__doc__,
 )
 def vsearch_build_index() -> None:
-    from vsearch_airflow.context import snapshot_id_from_context, store_from_params
+    from vsearch_airflow.context import run_info, snapshot_id_from_context, store_from_params
 
     @task
     def plan_partitions() -> list[dict[str, Any]]:
@@ -91,7 +85,12 @@ def vsearch_build_index() -> None:
         ctx = get_current_context()
         p = ctx["params"]
         return pipeline.plan_partitions(
-            store_from_params(p), snapshot_id_from_context(ctx), p["sources"], p["partition_size"]
+            store_from_params(p),
+            snapshot_id_from_context(ctx),
+            p["sources"],
+            p["partition_size"],
+            p["encoder"],
+            run=run_info(ctx),
         )
 
     @task
@@ -125,6 +124,7 @@ def vsearch_build_index() -> None:
             list(partitions),
             factory=p["factory"] or None,
             bytes_per_vector=p["bytes_per_vector"],
+            nshards=p["nshards"],
         )
 
     @task
@@ -154,7 +154,7 @@ def vsearch_build_index() -> None:
                 store_from_params(p),
                 snapshot_id_from_context(ctx),
                 target_recall=p["target_recall"],
-                min_recall=p["min_recall"],
+                nshards=p["nshards"],
             )
         except pipeline.RecallGateFailed as e:
             raise AirflowFailException(str(e)) from e  # deterministic: retrying cannot help

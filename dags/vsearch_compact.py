@@ -46,7 +46,6 @@ CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
         ),
         "nshards": Param(2, type="integer", minimum=1),
         "target_recall": Param(0.95, type="number", minimum=0, maximum=1),
-        "min_recall": Param(0.9, type="number", minimum=0, maximum=1),
         "force_publish": Param(False, type="boolean"),
         "store_conn_id": Param("vsearch_store", type="string"),
     },
@@ -96,7 +95,7 @@ def vsearch_compact() -> None:
                 store_from_params(p),
                 compact_snapshot_id(ctx),
                 target_recall=p["target_recall"],
-                min_recall=p["min_recall"],
+                nshards=p["nshards"],
             )
         except pipeline.RecallGateFailed as e:
             raise AirflowFailException(str(e)) from e
