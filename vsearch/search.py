@@ -32,6 +32,8 @@ from vsearch.delta import DeltaEntry, parse_entry_id
 log = logging.getLogger(__name__)
 
 Watermark = tuple[int, int]
+# Base over-fetch for hidden items, before widening: keeps k_base (and faiss's heap) small.
+MAX_OVERFETCH = 256
 Source = Literal["base", "delta"]
 
 
@@ -141,7 +143,10 @@ class DeltaIndex:
             self._floor = min(self._floor, parse_entry_id(watermark))
 
     def hidden_count(self, watermark: Watermark) -> int:
+        """Items with an entry newer than ``watermark``; O(1) once compacted to it."""
         with self._lock:
+            if watermark <= self._floor:  # every kept entry is above the floor
+                return len(self._latest)
             return sum(1 for key in self._latest.values() if key > watermark)
 
     def hides(self, items: np.ndarray, watermark: Watermark) -> np.ndarray:
@@ -320,9 +325,15 @@ class SnapshotSearcher:
         """Top ``k`` hits for one query row ``xq`` (shape (1, d)), best first."""
         timings = {} if timings is None else timings
         t0 = time.perf_counter()
+        # Over-fetch from the base by the items the delta hides (capped; widened if that
+        # was not enough), so that k hits remain after dropping them.
         hidden = delta.hidden_count(watermark)
-        k_base = k + hidden + (exclude is not None)
-        base = self._search_base(xq, k_base, nprobe, delta, watermark, exclude)
+        k_base = k + min(hidden, MAX_OVERFETCH) + (exclude is not None)
+        while True:
+            base, exhausted = self._search_base(xq, k_base, nprobe, delta, watermark, exclude)
+            if len(base) >= k or exhausted or k_base >= k + hidden + 1:
+                break
+            k_base *= 4
         t1 = time.perf_counter()
         dD, dI = delta.search(xq, k + 1, watermark)
         t2 = time.perf_counter()
@@ -343,11 +354,14 @@ class SnapshotSearcher:
         delta: DeltaIndex,
         watermark: Watermark,
         exclude: int | None,
-    ) -> list[Hit]:
-        futures = [s.submit(xq, min(k_base, max(1, s.ntotal)), nprobe) for s in self.shards]
+    ) -> tuple[list[Hit], bool]:
+        """Base hits not hidden by the delta, and whether every shard gave all it had."""
+        asked = [min(k_base, max(1, s.ntotal)) for s in self.shards]
+        futures = [s.submit(xq, n, nprobe) for s, n in zip(self.shards, asked, strict=True)]
         results = [f.result() for f in futures]
+        exhausted = all(n >= s.ntotal for s, n in zip(self.shards, asked, strict=True))
         if not results:
-            return []
+            return [], True
         D = np.concatenate([d[0] for d, _ in results])
         labels = np.concatenate([i[0] for _, i in results])
         keep = labels >= 0
@@ -355,4 +369,5 @@ class SnapshotSearcher:
             keep &= labels != exclude
         if delta.hidden_count(watermark):
             keep[keep] &= ~delta.hides(labels[keep], watermark)
-        return [Hit(int(i), float(d), "base") for d, i in zip(D[keep], labels[keep], strict=True)]
+        hits = [Hit(int(i), float(d), "base") for d, i in zip(D[keep], labels[keep], strict=True)]
+        return hits, exhausted

@@ -179,3 +179,21 @@ def test_image_queries_by_upload_and_base64_agree_and_images_can_be_upserted(
     assert top.json["hits"][0]["id"] == 77_777 and top.json["hits"][0]["source"] == "delta"
     bad = client.post("/v1/search", json={"image": base64.b64encode(b"not an image").decode()})
     assert bad.status_code == 400 and bad.json["error"]["code"] == "bad_image"
+
+
+def test_deleting_more_than_the_overfetch_still_returns_the_exact_next_hits(
+    flat: Any, make_app: AppFactory
+) -> None:
+    """Regression guard: the base over-fetch is capped (MAX_OVERFETCH) and must widen."""
+    from tests.service.conftest import AUTH
+    from vsearch.search import MAX_OVERFETCH
+
+    store, xb, ids = flat
+    client = make_app(store).test_client()
+    q = xb[0]
+    ranked = exact_top(xb, ids, q, N)
+    deleted = ranked[: MAX_OVERFETCH + 50]
+    r = client.post("/v1/items/delete", json={"ids": deleted}, headers=AUTH)
+    assert r.status_code == 200
+    hits = vector_query(client, q, k=10).json["hits"]
+    assert [h["id"] for h in hits] == ranked[MAX_OVERFETCH + 50 : MAX_OVERFETCH + 60]
