@@ -227,5 +227,19 @@ def _brief(hits: list[dict[str, Any]]) -> list[tuple[int, float]]:
     return [(h["id"], round(h["score"], 3)) for h in hits]
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m service.demo_client [--gunicorn]`
-    demo_service(use_gunicorn="--gunicorn" in sys.argv)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m service.demo_client [--gunicorn] [--image PATH]``; settings from VSEARCH_*."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--gunicorn", action="store_true", help="serve with a real gunicorn")
+    parser.add_argument("--image", type=Path, help="an image file for the first query")
+    args = parser.parse_args(argv)
+    image = args.image.read_bytes() if args.image else None
+    results = demo_service(image=image, use_gunicorn=args.gunicorn)
+    print("service demo:", "OK" if results["found_then_gone"] else "FAILED")
+    return 0 if results["found_then_gone"] else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
