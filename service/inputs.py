@@ -24,6 +24,9 @@ MAX_URL_CHARS = 2048
 MAX_NPROBE = 65536
 MAX_DIM = 8192
 MAX_METADATA_BYTES = 16 * 1024
+# Items embedded from images per upsert: each may fetch a URL (up to image_fetch_timeout_s)
+# and run the encoder, and the whole request must finish well inside gunicorn's timeout.
+MAX_IMAGE_ITEMS = 8
 
 QUERY_KINDS = ("text", "image", "image_url", "vector", "id")
 _ALIASES = {"image_b64": "image", "vector_b64": "vector"}
@@ -210,6 +213,8 @@ def parse_items(body: dict[str, Any], max_items: int) -> list[ItemInput]:
             if size > MAX_METADATA_BYTES:
                 raise bad(f"{where}.metadata is over {MAX_METADATA_BYTES} bytes")
         out.append(ItemInput(iid, kind, _query(kind, raw), metadata))
+    if sum(item.kind != "vector" for item in out) > MAX_IMAGE_ITEMS:
+        raise bad(f"at most {MAX_IMAGE_ITEMS} items per request may be images or image URLs")
     return out
 
 

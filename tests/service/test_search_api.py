@@ -197,3 +197,17 @@ def test_deleting_more_than_the_overfetch_still_returns_the_exact_next_hits(
     assert r.status_code == 200
     hits = vector_query(client, q, k=10).json["hits"]
     assert [h["id"] for h in hits] == ranked[MAX_OVERFETCH + 50 : MAX_OVERFETCH + 60]
+
+
+def test_upserts_bound_how_many_items_need_an_image_fetched_or_decoded(
+    flat: Any, make_app: AppFactory
+) -> None:
+    from service.inputs import MAX_IMAGE_ITEMS
+    from tests.service.conftest import AUTH
+
+    client = make_app(flat[0], ENCODER=HashEncoder()).test_client()
+    items = [
+        {"id": i, "image_url": "http://example.invalid/x.jpg"} for i in range(MAX_IMAGE_ITEMS + 1)
+    ]
+    r = client.put("/v1/items", json={"items": items}, headers=AUTH)
+    assert r.status_code == 400 and "at most" in r.json["error"]["message"]
