@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,airflow]"
 	touch $(STAMP)
 
+# The main job: sample images -> Airflow build DAG -> query service -> queries.
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(VENV)/bin/vsearch --data-dir $(DEMO_DIR) demo
+	scripts/demo.sh $(DEMO_DIR)
 
 # pytest exits 5 when it collects nothing; that is not a failure of the suite.
 test: $(STAMP)

@@ -223,8 +223,9 @@ def _first_query(
     return body
 
 
-def _brief(hits: list[dict[str, Any]]) -> list[tuple[int, float]]:
-    return [(h["id"], round(h["score"], 3)) for h in hits]
+def _brief(hits: list[dict[str, Any]]) -> list[tuple[Any, float]]:
+    """(item key, or id when the item has no key, and score) of each hit."""
+    return [((h.get("metadata") or {}).get("key", h["id"]), round(h["score"], 3)) for h in hits]
 
 
 def main(argv: list[str] | None = None) -> int:

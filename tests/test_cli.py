@@ -30,7 +30,7 @@ def run(
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     out = run("--help", data_dir=tmp_path)
     assert out.returncode == 0
-    for command in ("store", "manifest", "publish", "rollback", "demo"):
+    for command in ("store", "manifest", "publish", "rollback", "embed", "build", "serve"):
         assert command in out.stdout.decode()
 
 
@@ -103,11 +103,3 @@ def test_refused_publish_exits_5_and_conflict_exits_4(tmp_path: Path) -> None:
 def test_bad_setting_exits_5(tmp_path: Path) -> None:
     out = run("store", "ls", data_dir=tmp_path, VSEARCH_S3_MAX_ATTEMPTS="lots")
     assert out.returncode == 5 and b"VSEARCH_S3_MAX_ATTEMPTS" in out.stderr
-
-
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    out = run("demo", data_dir=tmp_path)
-    assert out.returncode == 0, out.stderr
-    text = out.stdout.decode()
-    assert "CURRENT names 20260102T000000Z" in text
-    assert "stays at newer" in text and "rollback: CURRENT -> 20260101T000000Z" in text

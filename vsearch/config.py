@@ -109,9 +109,19 @@ class Settings:
     # Name this replica records its served watermark under (default: hostname-pid).
     replica_id: str = ""
     # gunicorn (service/gunicorn_conf.py): address, worker processes, threads per worker.
-    service_bind: str = "127.0.0.1:8080"
+    service_bind: str = "127.0.0.1:8000"
     service_workers: int = 1
     service_threads: int = 8
+    # --- orchestration (Airflow DAGs and plugin; read when the DAG files are parsed) ---
+    # Default sources of the build DAG, comma-separated (a run's params override them).
+    sources: str = ""
+    # Celery queue and Airflow pool of the GPU tasks (embedding, training).
+    gpu_queue: str = "gpu"
+    gpu_pool: str = "gpu"
+    build_schedule: str = "@daily"
+    compact_schedule: str = "@hourly"
+    # Where the publish task's "Live manifest" link points: the query service's URL.
+    service_url: str = "http://localhost:8000"
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -1,9 +1,8 @@
-"""The main job on embedded defaults, as far as the project has grown.
+"""Small synthetic snapshots (random unit vectors, exact faiss index) for tests and examples.
 
-Today (the spine): builds two small snapshots of synthetic vectors with an
-exact faiss index, publishes them through the real publish path, shows what
-CURRENT names, rolls back and forward again. The embedding, index, Airflow and
-service stages replace the synthetic parts as they land.
+They go through the real store and manifest: real shard files with sha256,
+metadata files, a manifest that ``publish_snapshot`` verifies. The main job
+(``make demo``, ``scripts/demo.sh``) builds real snapshots through Airflow.
 """
 
 from __future__ import annotations
@@ -11,9 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -29,7 +26,6 @@ from vsearch.manifest import (
     ShardInfo,
     snapshot_id_for,
 )
-from vsearch.snapshots import PublishResult, publish_snapshot, read_current, rollback
 from vsearch.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -82,32 +78,3 @@ def build_synthetic_snapshot(
         delta_watermark="0-0",
         lineage=Lineage(None, None, ("synthetic",), n, 0),
     )
-
-
-def run_demo(store: ObjectStore, say: Callable[[str], None] = print) -> list[PublishResult]:
-    """Publish two snapshots, roll back, roll forward; narrate each step with ``say``."""
-    start = time.perf_counter()
-    day1 = datetime(2026, 1, 1, tzinfo=UTC)
-    day2 = day1 + timedelta(days=1)
-    results = []
-    say(f"store: {store.url}")
-    m1 = build_synthetic_snapshot(store, day1)
-    results.append(publish_snapshot(store, m1))
-    say(
-        f"1. built {m1.snapshot_id}: {m1.ntotal} vectors in {len(m1.shards)} shards; "
-        f"publish: {results[-1].message}"
-    )
-    m2 = build_synthetic_snapshot(store, day2, previous=m1.snapshot_id, seed=1)
-    results.append(publish_snapshot(store, m2))
-    say(f"2. built {m2.snapshot_id}; publish: {results[-1].message}")
-    results.append(publish_snapshot(store, m1))
-    say(f"3. re-published the older {m1.snapshot_id}: {results[-1].message}")
-    results.append(rollback(store))
-    say(f"4. rollback: {results[-1].message}")
-    results.append(publish_snapshot(store, m2))
-    say(f"5. publish {m2.snapshot_id} again: {results[-1].message}")
-    live = read_current(store)
-    assert live is not None
-    say(f"CURRENT names {live.snapshot_id} ({live.ntotal} vectors, every object sha256-verified)")
-    say(f"done in {time.perf_counter() - start:.1f}s")
-    return results

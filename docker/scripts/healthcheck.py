@@ -29,8 +29,8 @@ HTTP_CHECKS = {
 
 def query_service_url(env: dict[str, str] | None = None) -> str:
     """/healthz on the port gunicorn binds (VSEARCH_SERVICE_BIND, read by service/gunicorn_conf)."""
-    bind = (os.environ if env is None else env).get("VSEARCH_SERVICE_BIND", "127.0.0.1:8080")
-    port = bind.rsplit(":", 1)[-1] if ":" in bind else "8080"
+    bind = (os.environ if env is None else env).get("VSEARCH_SERVICE_BIND", "127.0.0.1:8000")
+    port = bind.rsplit(":", 1)[-1] if ":" in bind else "8000"
     return f"http://127.0.0.1:{port}/healthz"
 
 

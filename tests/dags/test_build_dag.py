@@ -9,10 +9,13 @@ import tarfile
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import SHARED_DATA
 from tests.dags.airflow_env import AirflowEnv, run_state
+from vsearch.delta import DeltaWrite, open_delta_log
+from vsearch.partitions import list_partitions, read_partition
 from vsearch.snapshots import read_current, read_pointer, verify_objects
 from vsearch.storage import LocalStore, ObjectStore
 from vsearch.storage.s3 import S3Store
@@ -60,14 +63,27 @@ def assert_published_and_verified(store: ObjectStore, snapshot_id: str) -> None:
     assert live.encoder.name == "efficientnet-lite0"
 
 
-def test_local_store_build_gate_and_idempotent_rerun(
-    airflow_env: AirflowEnv, photos: Path, tmp_path: Path
-) -> None:
-    store = LocalStore(tmp_path / "store")
-    env = {"VSEARCH_STORE": str(store.root), "VSEARCH_DATA_DIR": str(tmp_path)}
-
+@pytest.fixture(scope="module")
+def built(
+    airflow_env: AirflowEnv, photos: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[LocalStore, dict[str, str]]:
+    """A local store with the build DAG's first snapshot, and the env that ran it."""
+    root = tmp_path_factory.mktemp("local")
+    store = LocalStore(root / "store")
+    env = {
+        "VSEARCH_STORE": str(store.root),
+        "VSEARCH_DATA_DIR": str(root),
+        "VSEARCH_DELTA_LOG": f"sqlite:///{root}/delta.sqlite3",
+    }
     first = airflow_env.dags_test(DAG, "2026-02-01", conf(photos), env)
     assert run_state(first) == "success", first.stderr[-4000:]
+    return store, env
+
+
+def test_local_store_build_gate_and_idempotent_rerun(
+    airflow_env: AirflowEnv, photos: Path, built: tuple[LocalStore, dict[str, str]]
+) -> None:
+    store, env = built
     assert_published_and_verified(store, "20260201T000000Z")
     before = checksums(store)
 
@@ -82,6 +98,50 @@ def test_local_store_build_gate_and_idempotent_rerun(
     assert run_state(starved) == "failed"
     assert read_pointer(store)[0].snapshot_id == "20260201T000000Z"  # type: ignore[index]
     assert not store.exists("manifests/20260202T000000Z.json")
+
+
+def test_compaction_folds_upserts_and_deletes(
+    airflow_env: AirflowEnv, built: tuple[LocalStore, dict[str, str]]
+) -> None:
+    store, env = built
+    base = read_current(store)
+    assert base is not None
+    _, ids, _ = read_partition(store, base.snapshot_id, 0)
+    deleted, replaced = int(ids[0]), int(ids[1])
+    rng = np.random.default_rng(7)
+    xb = rng.standard_normal((2, base.encoder.dim)).astype("float32")
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    log = open_delta_log(env["VSEARCH_DELTA_LOG"])
+    log.append(
+        [
+            DeltaWrite("upsert", 4242, xb[0], {"key": "new/4242"}),
+            DeltaWrite("delete", deleted),
+            DeltaWrite("upsert", replaced, xb[1], {"key": "replaced"}),
+        ]
+    )
+    watermark = log.last_id()
+
+    idle = airflow_env.dags_test(
+        "vsearch_compact", "2026-02-01T06:00:00", {"min_entries": 10}, env
+    )  # below the threshold: skipped
+    assert run_state(idle) == "success"
+    assert read_current(store) == base
+
+    run = airflow_env.dags_test("vsearch_compact", "2026-02-01T07:00:00", {"min_entries": 1}, env)
+    assert run_state(run) == "success", run.stderr[-4000:]
+    live = read_current(store)
+    assert live is not None and live.snapshot_id == "20260201T070000Z-c"
+    assert live.delta_watermark == watermark and live.previous_snapshot_id == base.snapshot_id
+    assert verify_objects(store, live) == []
+    folded: set[int] = set()
+    for i in list_partitions(store, live.snapshot_id):
+        folded |= {int(x) for x in read_partition(store, live.snapshot_id, i)[1]}
+    assert 4242 in folded and replaced in folded and deleted not in folded
+    assert live.ntotal == base.ntotal  # +1 new, -1 deleted, 1 replaced in place
+    # The trained index was reused, not retrained: same bytes under the new snapshot.
+    assert live.index.trained is not None and base.index.trained is not None
+    assert live.index.trained.sha256 == base.index.trained.sha256
+    assert live.index.trained.uri != base.index.trained.uri
 
 
 def test_s3_store_through_the_airflow_connection(
