@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from service.demo_client import demo_service
 from vsearch.config import Settings
-from vsearch.demo import run_demo
+from vsearch.demo import build_synthetic_snapshot
+from vsearch.snapshots import publish_snapshot
 from vsearch.storage import open_store
 
 
@@ -17,9 +19,8 @@ def test_demo_service_finds_the_upsert_then_not_after_the_delete(
     tmp_path: Path, use_gunicorn: bool
 ) -> None:
     settings = Settings.load(environ={}, data_dir=str(tmp_path / "data"))
-    run_demo(
-        open_store(settings=settings), say=lambda line: None
-    )  # the spine's published snapshots
+    store = open_store(settings=settings)
+    publish_snapshot(store, build_synthetic_snapshot(store, datetime(2026, 1, 1, tzinfo=UTC)))
     lines: list[str] = []
     results = demo_service(settings, use_gunicorn=use_gunicorn, say=lines.append)
     assert results["found_then_gone"], lines

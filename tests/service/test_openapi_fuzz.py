@@ -7,24 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemathesis  # a dev dependency (pyproject's dev extra): a missing install fails here
 from flask import Flask
-
-# A dev dependency (schemathesis==4.32.5, in pyproject's dev extra); skipped, and reported as
-# skipped, only where it is not installed.
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed")
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
 
-from service.app import close_app, create_app  # noqa: E402
-from service.sample_data import publish_series  # noqa: E402
-from tests.service.conftest import API_KEY, HashEncoder  # noqa: E402
-from vsearch.storage import LocalStore  # noqa: E402
+from service.app import close_app, create_app
+from service.sample_data import publish_series
+from tests.service.conftest import API_KEY, HashEncoder
+from vsearch.storage import LocalStore
 
 
 @pytest.fixture(scope="module")
