@@ -152,6 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--encoder", default="efficientnet-lite0")
     parser.add_argument("--gpu-clip", action="store_true", help="ViT-B/32 CLIP, fp16, CUDA")
+    parser.add_argument("--device", help="override (e.g. --gpu-clip --device cpu: a smoke run)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
         "--workers", type=int, nargs="+", help="decode threads to try (default: the stage's own)"
@@ -167,9 +168,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as model_dir:
         if args.gpu_clip:
             save_random_clip_b32(Path(model_dir))
-            spec, device, label = f"clip:{model_dir}?dtype=fp16", "cuda", "CLIP ViT-B/32 fp16"
+            device = args.device or "cuda"
+            dtype = "fp16" if device.startswith("cuda") else "fp32"
+            spec, label = f"clip:{model_dir}?dtype={dtype}", f"CLIP ViT-B/32 (random) {dtype}"
         else:
-            spec, device, label = args.encoder, None, args.encoder
+            spec, device, label = args.encoder, args.device, args.encoder
         encoder = load_encoder(spec, device=device)
         assert isinstance(encoder, PixelEncoder)
         worker_counts = args.workers or [default_workers()]
