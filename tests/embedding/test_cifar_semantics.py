@@ -59,7 +59,7 @@ def test_cifar10_class_precision_at_10(tmp_path: Path) -> None:
         source = open_source(uri)
         for spec in source.partitions():
             items = _every(source.items(spec), step)
-            record = embed_partition(store, snapshot, spec["index"], items, encoder, batch_size=128)
+            record = embed_partition(store, snapshot, spec["index"], items, encoder, batch_size=32)
             assert record.failures == 0
         parts = [read_partition(store, snapshot, s["index"]) for s in source.partitions()]
         xb = np.concatenate([p[0] for p in parts])
