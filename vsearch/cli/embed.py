@@ -135,11 +135,13 @@ def embed(
                 dtype=dtype,
                 progress=bar.update,
             )
+            already_done = bar.n == 0 and record.count + record.failures > 0
         total_ok, total_failed = total_ok + record.count, total_failed + record.failures
         reasons = _reasons(record.stats.get("failed_by_reason", {}))
         click.echo(
             f"part-{spec['index']:05d}: {record.count} embedded, {record.failures} failed"
             + (f" ({reasons})" if reasons else "")
+            + (" (already done)" if already_done else "")
         )
     click.echo(f"{len(chosen)} partition(s): {total_ok} embedded, {total_failed} failed")
 
