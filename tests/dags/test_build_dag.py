@@ -91,11 +91,15 @@ def test_local_store_build_gate_and_idempotent_rerun(
     assert run_state(again) == "success", again.stderr[-4000:]
     assert checksums(store) == before  # same keys, same bytes
 
-    # A starved spec cannot reach the target: the gate fails the run, CURRENT stays.
+    # A starved spec (one 4-bit code for 1280 dims) trains but cannot reach the target:
+    # the gate fails the run at once (no retries: it is deterministic), CURRENT stays.
     starved = airflow_env.dags_test(
-        DAG, "2026-02-02", conf(photos, factory="IVF8,PQ2x4", target_recall=0.99), env
+        DAG, "2026-02-02", conf(photos, factory="IVF4,PQ1x4", target_recall=0.99), env
     )
     assert run_state(starved) == "failed"
+    log = starved.stdout + starved.stderr
+    assert "recall gate failed" in log and "AirflowFailException" in log
+    assert "up_for_retry" not in log
     assert read_pointer(store)[0].snapshot_id == "20260201T000000Z"  # type: ignore[index]
     assert not store.exists("manifests/20260202T000000Z.json")
 

@@ -105,10 +105,15 @@ def sample(
     return xs[order], ids[order], u[order]
 
 
+MAX_HELD_OUT = 0.25
+
+
 def held_out_fraction(n: int, nq: int) -> float:
     """The hash range reserved for held-out queries: a little over nq/n, so that
-    taking the nq smallest hashes almost always finds nq rows."""
-    return float(min(1.0, (nq + 4.0 * nq**0.5 + 8) / max(n, 1)))
+    taking the nq smallest hashes almost always finds nq rows — but never more than
+    MAX_HELD_OUT of the items, so a small snapshot still has vectors to train on
+    (it then validates with fewer queries)."""
+    return float(min(MAX_HELD_OUT, (nq + 4.0 * nq**0.5 + 8) / max(n, 1)))
 
 
 def held_out_queries(
