@@ -22,7 +22,13 @@ from typing import Any, Literal
 import numpy as np
 
 from vsearch.index.layout import get_json, put_json, trained_key, trained_record_key
-from vsearch.index.spec import IndexSpec, Metric, choose_spec, spec_from_factory
+from vsearch.index.spec import (
+    DEFAULT_K_FACTOR,
+    IndexSpec,
+    Metric,
+    choose_spec,
+    spec_from_factory,
+)
 from vsearch.index.structure import layers, put_index
 from vsearch.index.vectors import Inventory, inventory, iter_vectors, training_sample
 from vsearch.storage import ObjectStore
@@ -56,9 +62,10 @@ def resolve_spec(
     max_query_ms: float,
     metric: Metric,
     nshards: int,
+    k_factor: int = DEFAULT_K_FACTOR,
 ) -> IndexSpec:
     if factory:
-        return spec_from_factory(factory, inv.n, inv.d, metric=metric)
+        return spec_from_factory(factory, inv.n, inv.d, metric=metric, k_factor=k_factor)
     return choose_spec(
         inv.n,
         inv.d,
@@ -66,6 +73,7 @@ def resolve_spec(
         max_query_ms=max_query_ms,
         metric=metric,
         nshards=nshards,
+        k_factor=k_factor,
     )
 
 
@@ -82,9 +90,12 @@ def train_index(
     nq: int = DEFAULT_NQ,
     n_train: int | None = None,
     device: Device = "auto",
+    k_factor: int = DEFAULT_K_FACTOR,
 ) -> str:
     """Train the snapshot's index on a sample of its embeddings; return the key of
     ``trained.index``. ``factory`` overrides the budget-driven choice."""
+    if k_factor < 1:
+        raise ValueError(f"k_factor must be >= 1, got {k_factor}")
     inv = inventory(store, snapshot_id)
     metric = metric or detect_metric(store, inv)
     spec = resolve_spec(
@@ -94,6 +105,7 @@ def train_index(
         max_query_ms=max_query_ms,
         metric=metric,
         nshards=nshards,
+        k_factor=k_factor,
     )
     n_train = spec.n_train if n_train is None else min(n_train, inv.n)
     inputs = {
