@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,8 +16,9 @@ from tests.servers import free_port
 from vsearch.sources import FAILED, SourceError, fetch_partition, open_source
 from vsearch.storage import LocalStore, ObjectStore
 
-FAST = {"read_timeout_s": 0.5, "connect_timeout_s": 0.5, "retries": 1, "backoff_s": 0.05,
-        "max_bytes": 2 << 20, "max_side": 256, "concurrency": 4}  # fmt: skip
+FAST: dict[str, Any] = {"read_timeout_s": 0.5, "connect_timeout_s": 0.5, "retries": 1,
+                        "backoff_s": 0.05, "max_bytes": 2 << 20, "max_side": 256,
+                        "concurrency": 4}  # fmt: skip
 
 
 @pytest.fixture
