@@ -170,10 +170,16 @@ def put_index(store: ObjectStore, key: str, index: Any) -> ObjectInfo:
         return store.upload_file(path, key)
 
 
-def get_index(store: ObjectStore, key: str) -> Any:
-    """Read the faiss index at ``key`` into memory."""
+def get_index(store: ObjectStore, key: str, *, mmap: bool = False) -> Any:
+    """Read the faiss index at ``key``: into memory, or (``mmap``) through a local copy
+    whose re-ranking codes stay memory-mapped, as the query service loads shards."""
     import faiss
     import numpy as np
 
-    data = store.get(key)
-    return faiss.deserialize_index(np.frombuffer(data, dtype="uint8"))
+    if not mmap:
+        return faiss.deserialize_index(np.frombuffer(store.get(key), dtype="uint8"))
+    with tempfile.TemporaryDirectory(prefix="vsearch-index-") as tmp:
+        path = os.path.join(tmp, "index")
+        store.download_file(key, path)
+        # The mapping outlives the file's name: removing the directory is safe.
+        return faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)

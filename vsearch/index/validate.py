@@ -158,7 +158,7 @@ def validate_snapshot(
         gt[kind], i0 = gt_all[i0 : i0 + len(xq)], i0 + len(xq)
     gt_seconds = time.perf_counter() - t0
 
-    indexes = [get_index(store, r["uri"]) for r in records]
+    indexes = [get_index(store, r["uri"], mmap=True) for r in records]
     grid: list[int | None] = (
         list(nprobe_grid(spec["nlist"], max_nprobe)) if spec["nlist"] else [None]
     )
