@@ -186,15 +186,16 @@ def embed_partition(
             meta.extend(batch_rows)
             batch_rows.clear()
 
-    def consumed(source: Iterable[Item]) -> Iterator[Item]:
-        for item in source:
+    def consumed(unhashed: Iterable[Item]) -> Iterator[Item]:
+        for item in unhashed:
             digest.update(repr((item.key, item.caption, sorted(item.metadata.items()))).encode())
             digest.update(hashlib.sha256(item.data).digest())
             yield item
 
     encode = _BatchEncoder(encoder)
     ahead = batch_size * 4
-    stream = _prepared_stream(consumed(items), encode.pixel_encoder, workers, ahead, max_pixels)
+    source = consumed(items) if input_fingerprint is None else items
+    stream = _prepared_stream(source, encode.pixel_encoder, workers, ahead, max_pixels)
     for prepared in stream:
         item = prepared.item
         reason = prepared.reason
