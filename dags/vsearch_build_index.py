@@ -18,6 +18,7 @@ from typing import Any
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from vsearch_airflow.operators import PublishSnapshotOperator
+from vsearch_airflow.tasks import build_shard, plan_shards, validate_snapshot
 
 GPU_QUEUE = os.environ.get("VSEARCH_GPU_QUEUE", "gpu")
 GPU_POOL = os.environ.get("VSEARCH_GPU_POOL", "gpu")
@@ -126,38 +127,6 @@ def vsearch_build_index() -> None:
             bytes_per_vector=p["bytes_per_vector"],
             nshards=p["nshards"],
         )
-
-    @task
-    def plan_shards(trained_key: str) -> list[int]:
-        return list(range(get_current_context()["params"]["nshards"]))
-
-    @task
-    def build_shard(shard: int) -> dict[str, Any]:
-        from vsearch import pipeline
-
-        ctx = get_current_context()
-        p = ctx["params"]
-        return pipeline.build_shard(
-            store_from_params(p), snapshot_id_from_context(ctx), shard, p["nshards"]
-        )
-
-    @task
-    def validate_snapshot(shards: list[dict[str, Any]]) -> str:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from vsearch import pipeline
-
-        ctx = get_current_context()
-        p = ctx["params"]
-        try:
-            return pipeline.validate_snapshot(
-                store_from_params(p),
-                snapshot_id_from_context(ctx),
-                target_recall=p["target_recall"],
-                nshards=p["nshards"],
-            )
-        except pipeline.RecallGateFailed as e:
-            raise AirflowFailException(str(e)) from e  # deterministic: retrying cannot help
 
     publish = PublishSnapshotOperator(task_id="publish_snapshot", outlets=[CURRENT_SNAPSHOT])
 

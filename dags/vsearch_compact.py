@@ -20,6 +20,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from vsearch_airflow.context import COMPACT_TAG
 from vsearch_airflow.operators import PublishSnapshotOperator
+from vsearch_airflow.tasks import build_shard, plan_shards, validate_snapshot
 
 CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
 
@@ -68,46 +69,14 @@ def vsearch_compact() -> None:
         ctx = get_current_context()
         return pipeline.fold_delta(store_from_params(ctx["params"]), compact_snapshot_id(ctx))
 
-    @task
-    def plan_shards(folded: dict[str, Any]) -> list[int]:
-        return list(range(get_current_context()["params"]["nshards"]))
-
-    @task
-    def build_shard(shard: int) -> dict[str, Any]:
-        from vsearch import pipeline
-
-        ctx = get_current_context()
-        p = ctx["params"]
-        return pipeline.build_shard(
-            store_from_params(p), compact_snapshot_id(ctx), shard, p["nshards"]
-        )
-
-    @task
-    def validate_snapshot(shards: list[dict[str, Any]]) -> str:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from vsearch import pipeline
-
-        ctx = get_current_context()
-        p = ctx["params"]
-        try:
-            return pipeline.validate_snapshot(
-                store_from_params(p),
-                compact_snapshot_id(ctx),
-                target_recall=p["target_recall"],
-                nshards=p["nshards"],
-            )
-        except pipeline.RecallGateFailed as e:
-            raise AirflowFailException(str(e)) from e
-
     publish = PublishSnapshotOperator(
         task_id="publish_snapshot", outlets=[CURRENT_SNAPSHOT], snapshot_tag=COMPACT_TAG
     )
 
     folded = fold_delta()
     check_delta() >> folded
-    shards = build_shard.expand(shard=plan_shards(folded))
-    validate_snapshot(shards) >> publish
+    shards = build_shard.partial(snapshot_tag=COMPACT_TAG).expand(shard=plan_shards(folded))
+    validate_snapshot(shards, snapshot_tag=COMPACT_TAG) >> publish
 
 
 vsearch_compact()
