@@ -9,6 +9,7 @@ import pytest
 
 from vsearch.index.evaluate import (
     default_nprobe,
+    drop_self,
     knn_ground_truth,
     merge_results,
     nprobe_grid,
@@ -58,3 +59,9 @@ def test_nprobe_grid_and_default() -> None:
     curve = [(1, 0.5), (2, 0.8), (4, 0.96), (8, 0.99)]
     assert default_nprobe(curve, 0.95) == 4
     assert default_nprobe(curve, 0.995) is None
+
+
+def test_drop_self_removes_the_query_item_and_keeps_rank_order() -> None:
+    I = np.array([[7, 3, 5, 9], [1, 2, 4, 8], [6, -1, -1, -1]])
+    qids = np.array([7, 4, 0])
+    assert drop_self(I, qids, 3).tolist() == [[3, 5, 9], [1, 2, 8], [6, -1, -1]]

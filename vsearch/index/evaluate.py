@@ -72,6 +72,19 @@ def recall_at(I: np.ndarray, gt: np.ndarray, k: int) -> float:
     return float(hits.any(axis=2).sum() / (len(I) * k))
 
 
+def drop_self(I: np.ndarray, qids: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` ids of each row of ``I`` other than that query's own id.
+
+    An indexed item used as a query finds itself first: trivially, and at any
+    nprobe. "More like this" means the others, so both the results and the
+    ground truth are compared without it (search k+1, drop self).
+    """
+    assert I.shape[0] == qids.shape[0] and I.shape[1] >= k
+    keep = qids[:, None] != I
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept ids first, in rank order
+    return np.take_along_axis(np.where(keep, I, -1), order, axis=1)[:, :k]
+
+
 def recalls(I: np.ndarray, gt: np.ndarray, ks: Sequence[int] = RECALL_KS) -> dict[str, float]:
     """{"recall@1": .., "recall@10": ..} for every k both arrays are deep enough for."""
     depth = min(I.shape[1], gt.shape[1])
@@ -96,9 +109,9 @@ def default_nprobe(curve: Sequence[tuple[int, float]], target: float) -> int | N
 
 
 def timed(
-    search: Callable[..., tuple[np.ndarray, np.ndarray]], *args: Any
+    nq: int, search: Callable[..., tuple[np.ndarray, np.ndarray]], *args: Any
 ) -> tuple[np.ndarray, float]:
-    """(I, ms per query) of ``search(*args)``; the queries are its second argument."""
+    """(I, ms per query) of ``search(*args)``, a batch of ``nq`` queries."""
     start = time.perf_counter()
     _, I = search(*args)
-    return I, (time.perf_counter() - start) * 1000.0 / max(len(args[1]), 1)
+    return I, (time.perf_counter() - start) * 1000.0 / max(nq, 1)

@@ -3,7 +3,9 @@
 Held-out queries of two kinds are searched through every shard and compared
 with exact search over *all* vectors:
 
-- image->image: embedded items chosen by id hash (never in the training sample);
+- image->image: embedded items chosen by id hash (never in the training sample),
+  each compared without itself: an indexed item finds itself at any nprobe, so
+  the results and the exact neighbours are the *other* items ("more like this");
 - text->image: caption vectors at ``indexes/{snapshot}/queries-text.npy`` (or
   another key), written by whoever owns the text tower; CLIP puts text and
   images in different cones, so these queries fall outside the distribution
@@ -32,6 +34,7 @@ import numpy as np
 
 from vsearch.index.evaluate import (
     default_nprobe,
+    drop_self,
     knn_ground_truth,
     merge_results,
     nprobe_grid,
@@ -147,16 +150,24 @@ def validate_snapshot(
         _gate(old, key)
         return key
 
-    queries = {IMAGE: held_out_queries(store, inv, nq, trained["seed"])[0]}
+    xq_image, qids = held_out_queries(store, inv, nq, trained["seed"])
+    queries = {IMAGE: xq_image}
+    own: dict[str, np.ndarray | None] = {IMAGE: qids, TEXT: None}
     if tkey:
         queries[TEXT] = _load_text_queries(store, tkey, inv.d)
     t0 = time.perf_counter()
     xq_all = np.concatenate(list(queries.values()))
-    _, gt_all = knn_ground_truth(xq_all, iter_vectors(store, inv), min(GT_K, inv.n), spec["metric"])
+    gt_k = min(GT_K, inv.n - 1)
+    _, gt_all = knn_ground_truth(xq_all, iter_vectors(store, inv), gt_k + 1, spec["metric"])
     gt, i0 = {}, 0
     for kind, xq in queries.items():
-        gt[kind], i0 = gt_all[i0 : i0 + len(xq)], i0 + len(xq)
+        gt[kind] = _without_self(gt_all[i0 : i0 + len(xq)], own[kind], gt_k)
+        i0 += len(xq)
     gt_seconds = time.perf_counter() - t0
+
+    def search(kind: str, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        D, I = search_shards(indexes, queries[kind], k + 1, nprobe, spec["metric"])
+        return D, _without_self(I, own[kind], k)
 
     indexes = [get_index(store, r["uri"], mmap=True) for r in records]
     grid: list[int | None] = (
@@ -169,7 +180,7 @@ def validate_snapshot(
         for nprobe in grid:
             point_recall, point_ms = [], []
             for kind, xq in queries.items():
-                I, ms = timed(search_shards, indexes, xq, 10, nprobe, spec["metric"])
+                I, ms = timed(len(xq), search, kind, 10, nprobe)
                 r = recalls(I, gt[kind], (1, 10))
                 sweep[kind].append([nprobe or 0, r["recall@1"], r["recall@10"], round(ms, 4)])
                 point_recall.append(r["recall@10"])
@@ -185,8 +196,8 @@ def validate_snapshot(
     # the timed k=10 search, @100 from one more search at k=100.
     row = grid.index(default) if default is not None else len(sweep[IMAGE]) - 1
     final = {}
-    for kind, xq in queries.items():
-        _, I = search_shards(indexes, xq, min(GT_K, inv.n), grid[row], spec["metric"])
+    for kind in queries:
+        _, I = search(kind, gt_k, grid[row])
         _, r1, r10, _ = sweep[kind][row]
         final[kind] = {"recall@1": r1, "recall@10": r10} | recalls(I, gt[kind], (GT_K,))
     ntotal = sum(r["ntotal"] for r in records)
@@ -246,6 +257,10 @@ def validate_snapshot(
     log.info("%s: %s", key, reason)
     _gate(report, key)
     return key
+
+
+def _without_self(I: np.ndarray, qids: np.ndarray | None, k: int) -> np.ndarray:
+    return I[:, :k] if qids is None else drop_self(I, qids, k)
 
 
 def _gate(report: dict[str, Any], key: str) -> None:
