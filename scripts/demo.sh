@@ -46,7 +46,7 @@ echo "run state: $state (full log: $root/dag-run.log)"
 .venv/bin/vsearch manifest list
 
 step "4/4 query service on the published snapshot: image query, upsert, search, delete"
-image=$(find "$root/images" -name '*.jpg' | sort | head -1)
+image=$(find "$root/images" -name '*.jpg' | sort | sed -n 1p)  # sed reads all: no SIGPIPE
 echo "query image: ${image#"$root"/}"
 "$py" -m service.demo_client --gunicorn --image "$image"
 
