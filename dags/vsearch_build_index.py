@@ -11,36 +11,31 @@ through XCom, never arrays. Every task calls one function in vsearch.pipeline.
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from vsearch.config import Settings
+from vsearch_airflow.context import DEFAULT_ARGS
 from vsearch_airflow.operators import PublishSnapshotOperator
 from vsearch_airflow.tasks import build_shard, plan_shards, validate_snapshot
 
-GPU_QUEUE = os.environ.get("VSEARCH_GPU_QUEUE", "gpu")
-GPU_POOL = os.environ.get("VSEARCH_GPU_POOL", "gpu")
+SETTINGS = Settings.load()  # VSEARCH_* from the environment only: cheap at parse time
 CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
 
 
 @dag(
     dag_id="vsearch_build_index",
-    schedule=os.environ.get("VSEARCH_BUILD_SCHEDULE", "@daily"),
+    schedule=SETTINGS.build_schedule,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     tags=["vsearch", "index"],
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=20),
-    },
+    default_args=DEFAULT_ARGS,
     params={
         "sources": Param(
-            [s for s in os.environ.get("VSEARCH_SOURCES", "").split(",") if s],
+            [s for s in SETTINGS.sources.split(",") if s],
             type="array",
             description="Image sources: directories, .tar webdataset shards or prefixes, "
             "URL lists (.csv/.jsonl/.parquet), s3://bucket/prefix.",
@@ -103,7 +98,7 @@ def vsearch_build_index() -> None:
             store_from_params(ctx["params"]), snapshot_id_from_context(ctx), spec
         )
 
-    @task(queue=GPU_QUEUE, pool=GPU_POOL)
+    @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool)
     def embed_partition(spec: dict[str, Any]) -> dict[str, Any]:
         from vsearch import pipeline
 
@@ -113,7 +108,7 @@ def vsearch_build_index() -> None:
             store_from_params(p), snapshot_id_from_context(ctx), spec, p["encoder"]
         )
 
-    @task(queue=GPU_QUEUE, pool=GPU_POOL)
+    @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool)
     def train_index(partitions: list[dict[str, Any]]) -> str:
         from vsearch import pipeline
 

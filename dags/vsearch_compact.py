@@ -12,13 +12,13 @@ logical date with the tag ``-c`` (it sorts after that date's full build).
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from vsearch_airflow.context import COMPACT_TAG
+from vsearch.config import Settings
+from vsearch_airflow.context import COMPACT_TAG, DEFAULT_ARGS
 from vsearch_airflow.operators import PublishSnapshotOperator
 from vsearch_airflow.tasks import build_shard, plan_shards, validate_snapshot
 
@@ -27,17 +27,12 @@ CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
 
 @dag(
     dag_id="vsearch_compact",
-    schedule=os.environ.get("VSEARCH_COMPACT_SCHEDULE", "@hourly"),
+    schedule=Settings.load().compact_schedule,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     tags=["vsearch", "delta"],
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=20),
-    },
+    default_args=DEFAULT_ARGS,
     params={
         "min_entries": Param(
             1000,

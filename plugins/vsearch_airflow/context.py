@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 
@@ -28,6 +29,16 @@ def store_from_params(params: Any) -> Any:
     from vsearch_airflow.hooks import VsearchStoreHook
 
     return VsearchStoreHook(conn_id=params["store_conn_id"]).get_store()
+
+
+# Retries with backoff for what can be transient (S3, a worker lost); the recall gate
+# fails without retrying (AirflowFailException), since it is deterministic.
+DEFAULT_ARGS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=20),
+}
 
 
 def run_info(context: Any) -> dict[str, str]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from airflow.sdk import BaseOperatorLink
 
-SERVICE_URL_ENV = "VSEARCH_SERVICE_URL"
+from vsearch.config import Settings
 
 
 class ServiceManifestLink(BaseOperatorLink):
@@ -16,5 +15,5 @@ class ServiceManifestLink(BaseOperatorLink):
     name = "Live manifest"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        base = os.environ.get(SERVICE_URL_ENV, "http://localhost:8080").rstrip("/")
+        base = Settings.load().service_url.rstrip("/")  # VSEARCH_SERVICE_URL
         return f"{base}/v1/manifest"
