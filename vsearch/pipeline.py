@@ -37,12 +37,17 @@ def build_record_key(snapshot_id: str) -> str:
 def write_build_record(store: ObjectStore, snapshot_id: str, record: dict[str, Any]) -> None:
     """Write the run's build record; deterministic bytes, so a retry rewrites it unchanged."""
     data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    _put_if_changed(store, build_record_key(snapshot_id), data)
+
+
+def _put_if_changed(store: ObjectStore, key: str, data: bytes) -> None:
+    """A retry that computes the same bytes leaves the object (and its etag) untouched."""
     try:
-        if store.get(build_record_key(snapshot_id)) == data:
+        if store.get(key) == data:
             return
     except ObjectNotFound:
         pass
-    store.put(build_record_key(snapshot_id), data)
+    store.put(key, data)
 
 
 def read_build_record(store: ObjectStore, snapshot_id: str) -> dict[str, Any]:
@@ -154,12 +159,7 @@ def encoder_info_key(snapshot_id: str) -> str:
 
 def write_encoder_info(store: ObjectStore, snapshot_id: str, info: EncoderInfo) -> None:
     data = (json.dumps(asdict(info), sort_keys=True) + "\n").encode()
-    try:
-        if store.get(encoder_info_key(snapshot_id)) == data:
-            return
-    except ObjectNotFound:
-        pass
-    store.put(encoder_info_key(snapshot_id), data)
+    _put_if_changed(store, encoder_info_key(snapshot_id), data)
 
 
 def read_encoder_info(store: ObjectStore, snapshot_id: str) -> EncoderInfo:
