@@ -83,3 +83,21 @@ def test_spec_parsing() -> None:
             parse_encoder_spec(bad)
     with pytest.raises(ValueError, match="unknown option"):
         load_encoder("efficientnet-lite0?colour=blue")
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_half_precision_path_agrees_with_fp32(tiny_clip_dir: Path, dtype: str) -> None:
+    """The GPU's default numeric path (half-precision weights, uint8 pixels scaled on
+    the device, float32 unit vectors out), run on the CPU since no GPU is here."""
+    full = load_encoder(f"clip:{tiny_clip_dir}", device="cpu")
+    half = load_encoder(f"clip:{tiny_clip_dir}?dtype={dtype}", device="cpu")
+    assert next(half.model.parameters()).dtype != next(full.model.parameters()).dtype
+    images, texts = _images(), TEXTS[:3]
+    for ours, ref in [
+        (half.encode_images(images), full.encode_images(images)),
+        (half.encode_texts(texts), full.encode_texts(texts)),
+    ]:
+        assert ours.dtype == np.float32 and ours.shape == ref.shape
+        np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+        cosine = np.sum(ours * ref, axis=1)
+        assert cosine.min() > 0.999, cosine

@@ -56,6 +56,45 @@ def test_device_gpu_is_refused_without_one_and_used_with_one(tmp_path: Path) -> 
         assert read_trained_record(store, SID)["device"] == "gpu"
 
 
+def test_gpu_wiring_trains_the_same_index_as_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU branch of ``train_on``, on a machine without one.
+
+    An in-process fake stands in for faiss-gpu's three calls (no GPU can run
+    here): ``index_cpu_to_gpu`` hands back the exact CPU flat index it was given.
+    With an exact assignment index either way, the GPU branch must write the
+    very bytes the CPU branch writes (HNSW coarse quantizer and OPQ included),
+    and the record must say it ran on the GPU.
+    """
+    if faiss.get_num_gpus() > 0:
+        pytest.skip("a real GPU is here: the test above runs the real branch")
+    factory = "OPQ8_32,IVF32_HNSW8,PQ8x4fsr,Refine(SQ8)"
+    cpu, gpu = LocalStore(tmp_path / "cpu"), LocalStore(tmp_path / "gpu")
+    for store in (cpu, gpu):
+        write_snapshot(store, n=4000)
+    train_index(cpu, SID, factory=factory, nq=100, device="cpu")
+
+    moved: list[tuple[int, int]] = []
+
+    def index_cpu_to_gpu(res: object, device: int, index: faiss.Index) -> faiss.Index:
+        assert isinstance(res, FakeGpuResources)
+        moved.append((device, index.d))
+        return index
+
+    class FakeGpuResources:
+        pass
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "StandardGpuResources", FakeGpuResources, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", index_cpu_to_gpu, raising=False)
+    train_index(gpu, SID, factory=factory, nq=100, device="gpu")
+
+    assert moved == [(0, 32)]  # one assignment index, in the IVF's (rotated) dimension
+    assert read_trained_record(gpu, SID)["device"] == "gpu"
+    assert gpu.get(trained_key(SID)) == cpu.get(trained_key(SID))
+
+
 def test_metric_follows_the_vectors(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     write_snapshot(store, n=3000)
