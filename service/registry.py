@@ -6,7 +6,9 @@ rename), their sha256 checked against the manifest, read into faiss, and the
 metadata rows loaded; only then is the new snapshot swapped in, under a lock, in
 one assignment. Requests take a *lease* on the snapshot they start with; an old
 snapshot is closed (worker threads stopped, indexes freed) when it is both
-retired and unleased — never under a running request.
+retired and unleased — never under a running request. Loading one snapshot
+(fetch, verify, open) lives in ``service.snapshot_loader``; this module owns the
+lifecycle around it.
 
 A snapshot is refused — and the old one keeps serving — when an object fails
 its checksum, its encoder differs from the service's (or, with no encoder, from
@@ -16,63 +18,40 @@ the first snapshot served), or it would not fit the memory budget.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.snapshot_loader import (
+    LoadedSnapshot,
+    SnapshotRefused,
+    load_snapshot,
+    prune_shard_cache,
+)
 from vsearch.delta import parse_entry_id
 from vsearch.manifest import EncoderInfo, Manifest
-from vsearch.metadata import MetadataError, MetadataStore, load_snapshot_metadata
-from vsearch.search import ShardSearcher, SnapshotSearcher, Watermark
+from vsearch.metadata import MetadataStore
+from vsearch.search import Watermark
 from vsearch.snapshots import read_current, read_pointer
 from vsearch.storage import ObjectStore
+
+__all__ = [
+    "LoadedSnapshot",
+    "NotReady",
+    "SnapshotRefused",
+    "SnapshotRegistry",
+    "default_memory_budget",
+]
 
 log = logging.getLogger(__name__)
 
 
-class SnapshotRefused(Exception):
-    """The snapshot cannot be served; the message says why."""
-
-
 class NotReady(Exception):
     """No snapshot is being served yet."""
-
-
-@dataclass
-class LoadedSnapshot:
-    manifest: Manifest
-    searcher: SnapshotSearcher
-    dim: int
-    nbytes: int
-    leases: int = 0
-    retired: bool = False
-    closed: bool = False
-    load_seconds: float = 0.0
-    # The log is kept from here on: min(own watermark, the rollback target's watermark).
-    retain_from: str = "0-0"
-    loaded_at: float = field(default_factory=time.time)
-
-    @property
-    def snapshot_id(self) -> str:
-        return self.manifest.snapshot_id
-
-    @property
-    def watermark(self) -> Watermark:
-        return parse_entry_id(self.manifest.delta_watermark)
-
-
-def encoder_identity(info: EncoderInfo) -> tuple[str, str, str, int]:
-    return (info.name, info.model_id, info.revision, info.dim)
-
-
-def _describe(info: EncoderInfo) -> str:
-    return f"{info.name}/{info.model_id}@{info.revision} dim {info.dim}"
 
 
 class SnapshotRegistry:
@@ -186,81 +165,20 @@ class SnapshotRegistry:
 
     def load(self, manifest: Manifest) -> LoadedSnapshot:
         """Download, verify and open every shard and the metadata of ``manifest``."""
-        import faiss
-
-        started = time.perf_counter()
-        self._check_encoder(manifest.encoder)
-        nbytes = sum(s.bytes for s in manifest.shards)
-        if self.memory_budget_bytes and nbytes > self.memory_budget_bytes:
-            raise SnapshotRefused(
-                f"needs {nbytes / 2**20:.1f} MiB of shards, over the memory budget of "
-                f"{self.memory_budget_bytes / 2**20:.1f} MiB"
-            )
-        shards = []
-        try:
-            for j, info in enumerate(manifest.shards):
-                path = self._fetch(info.uri, info.sha256, info.bytes, f"shards[{j}]")
-                try:
-                    index = faiss.read_index(str(path))
-                except RuntimeError as e:
-                    raise SnapshotRefused(
-                        f"shards[{j}] {info.uri}: unreadable index: {e}"
-                    ) from None
-                if index.ntotal != info.ntotal or index.d != manifest.encoder.dim:
-                    raise SnapshotRefused(
-                        f"shards[{j}] {info.uri}: {index.ntotal} vectors of dim {index.d}, "
-                        f"manifest says {info.ntotal} of dim {manifest.encoder.dim}"
-                    )
-                _enable_id_lookup(index)
-                name = f"{manifest.snapshot_id}-{j}"
-                shards.append(
-                    ShardSearcher(index, name, threads=self.shard_threads, max_batch=self.max_batch)
-                )
-            try:
-                load_snapshot_metadata(self.store, manifest, self.metadata)
-            except MetadataError as e:
-                raise SnapshotRefused(f"metadata: {e}") from None
-        except BaseException:
-            for s in shards:
-                s.close()
-            raise
-        searcher = SnapshotSearcher(shards, manifest.metric)
-        log.info(
-            "loaded %s: %d vectors in %d shards, %.1f MiB, %.2fs",
-            manifest.snapshot_id,
-            manifest.ntotal,
-            len(shards),
-            nbytes / 2**20,
-            time.perf_counter() - started,
-        )
-        elapsed = time.perf_counter() - started
-        return LoadedSnapshot(
-            manifest, searcher, manifest.encoder.dim, nbytes, load_seconds=elapsed
-        )
-
-    def _check_encoder(self, info: EncoderInfo) -> None:
+        # With no encoder of its own the service keeps to the first snapshot's encoder.
         expected = self.encoder_info
         if expected is None and self._current is not None:
             expected = self._current.manifest.encoder
-        if expected is not None and encoder_identity(info) != encoder_identity(expected):
-            raise SnapshotRefused(
-                f"built by encoder {_describe(info)}, but this service embeds queries with "
-                f"{_describe(expected)}"
-            )
-
-    def _fetch(self, uri: str, sha256: str, size: int, where: str) -> Path:
-        """The cached, verified local copy of an object; downloaded when missing or bad."""
-        path = self.cache / f"{sha256}.index"
-        if path.exists() and _file_sha256(path) == (sha256, size):
-            return path
-        info = self.store.download_file(uri, path)
-        if (info.sha256, info.size) != (sha256, size):
-            path.unlink(missing_ok=True)
-            raise SnapshotRefused(
-                f"{where} {uri}: sha256 {str(info.sha256)[:12]}… ({info.size} bytes), "
-                f"manifest says {sha256[:12]}… ({size} bytes)"
-            )
-        return path
+        return load_snapshot(
+            manifest,
+            self.store,
+            self.metadata,
+            self.cache,
+            expected_encoder=expected,
+            memory_budget_bytes=self.memory_budget_bytes,
+            shard_threads=self.shard_threads,
+            max_batch=self.max_batch,
+        )
 
     def swap(self, new: LoadedSnapshot) -> None:
         """Make ``new`` the live snapshot; ``on_swap`` runs just before (delta preparation)."""
@@ -309,9 +227,7 @@ class SnapshotRegistry:
         with self._lock:
             for snap in self._retired:
                 keep |= {s.sha256 for s in snap.manifest.shards}
-        for path in self.cache.glob("*.index"):
-            if path.stem not in keep and path.stat().st_mtime < time.time() - 1:
-                path.unlink(missing_ok=True)
+        prune_shard_cache(self.cache, keep)
 
     def close(self) -> None:
         with self._lock:
@@ -320,27 +236,6 @@ class SnapshotRegistry:
         for snap in snaps:
             snap.retired = True
             self._close(snap)
-
-
-def _enable_id_lookup(index: Any) -> None:
-    """IVF shards get a hash-table direct map, so that ``id`` queries can reconstruct vectors."""
-    import faiss as faiss_module
-
-    faiss: Any = faiss_module
-    try:
-        ivf = faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return  # IndexIDMap2 and flat indexes look ids up already
-    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-
-
-def _file_sha256(path: Path) -> tuple[str, int]:
-    sha, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-            size += len(chunk)
-    return sha.hexdigest(), size
 
 
 def default_memory_budget() -> int:

@@ -1,0 +1,56 @@
+"""``DeltaLog``: the interface both backends implement (see the package docstring)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from vsearch.delta.entries import DeltaEntry, DeltaWrite
+
+
+class DeltaLog(ABC):
+    """An ordered, shared, durable log of upserts and deletes. See the module docstring."""
+
+    url: str
+
+    @abstractmethod
+    def append(self, writes: Sequence[DeltaWrite]) -> list[DeltaEntry]:
+        """Append ``writes`` atomically, in order; return them with their ids."""
+
+    @abstractmethod
+    def read(self, after: str = "0-0", upto: str | None = None) -> list[DeltaEntry]:
+        """Entries with ``after < id <= upto`` (``upto=None``: to the end), in log order."""
+
+    @abstractmethod
+    def tail(self, after: str, timeout_s: float) -> list[DeltaEntry]:
+        """Entries after ``after``; waits up to ``timeout_s`` for one when there are none."""
+
+    @abstractmethod
+    def last_id(self) -> str:
+        """Id of the newest entry ever appended; ``"0-0"`` for an empty log."""
+
+    @abstractmethod
+    def first_id(self) -> str | None:
+        """Id of the oldest entry still kept (None when empty): detects trimmed gaps."""
+
+    @abstractmethod
+    def record_served(self, replica: str, watermark: str, ttl_s: float) -> None:
+        """Say that ``replica`` serves a snapshot with ``watermark``, for ``ttl_s`` seconds."""
+
+    @abstractmethod
+    def oldest_served(self) -> str | None:
+        """The lowest watermark any live replica serves; None when none has said."""
+
+    @abstractmethod
+    def trim_below(self, entry_id: str) -> int:
+        """Drop entries with id < ``entry_id``; return how many went."""
+
+    def trim_to_served(self) -> int:
+        """Trim below the oldest watermark still served; nothing when no replica says."""
+        oldest = self.oldest_served()
+        if oldest is None or oldest == "0-0":
+            return 0
+        return self.trim_below(oldest)
+
+    def close(self) -> None:  # noqa: B027 - optional for backends
+        """Release connections."""
