@@ -1,0 +1,38 @@
+"""Search over a snapshot's shards plus the live delta: fan-out, merge, tombstones.
+
+- ``DeltaIndex``: the replica's in-memory view of the delta log — an exact
+  (brute-force) index of upserted vectors and the latest entry id of every
+  item written since the snapshot. An item with an entry newer than the served
+  snapshot's watermark hides its base copy (a delete, or an upsert replacing it).
+- ``ShardSearcher``: one faiss shard, searched on the caller's thread or by
+  worker threads that take queued queries in batches (one faiss call for the
+  queries that arrived while the previous call ran; no waiting window, so a
+  lone query is not delayed).
+- ``SnapshotSearcher``: searches every shard, searches the delta, drops hidden
+  base hits, merges the top k. Without micro-batching (the default) the first
+  shard is searched on the request's own thread and the others by their
+  workers at the same time (faiss releases the GIL); when the shards are fast
+  enough that waking a thread costs more than it saves, all of them are
+  searched in turn on the request's thread. A thread hand-off is tens of
+  microseconds on an idle machine and milliseconds on a busy one, which was
+  most of the service's overhead over raw faiss (bench/results/service.md).
+
+Per-request ``nprobe`` goes through faiss ``SearchParameters``; shared index
+state is never mutated while serving.
+"""
+
+from vsearch.search.delta_index import DeltaIndex
+from vsearch.search.fanout import MAX_OVERFETCH, SnapshotSearcher
+from vsearch.search.shards import ShardSearcher
+from vsearch.search.types import Hit, Source, Watermark, nprobe_for_recall
+
+__all__ = [
+    "MAX_OVERFETCH",
+    "DeltaIndex",
+    "Hit",
+    "ShardSearcher",
+    "SnapshotSearcher",
+    "Source",
+    "Watermark",
+    "nprobe_for_recall",
+]
