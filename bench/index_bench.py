@@ -19,6 +19,10 @@ exact search over all vectors.
 fmnist: Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist):
 60k train images as the database, 1000 test images as queries, 784-d pixels
 L2-normalised. synthetic: vsearch.index.synthetic clustered unit vectors, 512-d.
+cifar: EfficientNet-Lite0 features (1280-d, 96 px, as in the CIFAR semantics
+test) of ../shared/data's CIFAR-10: 50k train images as the database, every
+10th test image as a query. They are embedded through the real stage
+(embed_partition) into a store under --cache, so a second run embeds nothing.
 """
 
 # ruff: noqa: E741  -- D, I: the field's names for distances and ids
@@ -50,6 +54,7 @@ from vsearch.partitions import write_partition
 from vsearch.storage import LocalStore
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SID = "20260101T000000Z"
 IP = faiss.METRIC_INNER_PRODUCT
 
@@ -63,6 +68,27 @@ def load_fmnist(nq: int) -> tuple[np.ndarray, np.ndarray]:
         return x
 
     return images("train-images-idx3-ubyte.gz"), images("t10k-images-idx3-ubyte.gz")[:nq]
+
+
+def load_cifar(nq: int, data: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    from vsearch.embed import embed_partition
+    from vsearch.encoders import load_encoder
+    from vsearch.partitions import read_partition
+    from vsearch.sources import open_source
+
+    store, encoder = LocalStore(cache), load_encoder("efficientnet-lite0", image_size=96)
+    out = []
+    for snapshot, pattern in [("20260101T000000Z", "cifar10-train-00[0-4].tar"),
+                              ("20260101T000000Z-queries", "cifar10-test-000.tar")]:  # fmt: skip
+        source = open_source(str(data / pattern))
+        for spec in source.partitions():
+            embed_partition(store, snapshot, spec["index"], source.items(spec), encoder,
+                            batch_size=32, input_fingerprint=source.fingerprint(spec))  # fmt: skip
+        parts = [read_partition(store, snapshot, s["index"]) for s in source.partitions()]
+        out.append(np.concatenate([p[0] for p in parts]).astype("float32"))
+    xb, xq = out
+    step = max(1, len(xq) // nq)  # the test shard is sorted by class: every step-th is balanced
+    return xb, np.ascontiguousarray(xq[::step][:nq])
 
 
 def load_synthetic(n: int, nq: int, d: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +213,14 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", choices=["fmnist", "synthetic"], default="fmnist")
+    ap.add_argument("--dataset", choices=["fmnist", "synthetic", "cifar"], default="fmnist")
+    ap.add_argument("--data", type=Path, default=SHARED_DATA, help="cifar: the tar shards' folder")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "vsearch-bench" / "cifar",
+        help="cifar: store of the embedded features (reused by the next run)",
+    )
     ap.add_argument("--n", type=int, default=200_000, help="synthetic: database size")
     ap.add_argument("--nq", type=int, default=1000)
     ap.add_argument("--budget", type=float, default=48.0, help="resident bytes per vector")
@@ -214,7 +247,14 @@ def main() -> None:
     args = ap.parse_args()
     faiss.omp_set_num_threads(1)
     t0 = time.perf_counter()
-    xb, xq = load_fmnist(args.nq) if args.dataset == "fmnist" else load_synthetic(args.n, args.nq)
+    if args.dataset == "cifar":
+        xb, xq = load_cifar(args.nq, args.data, args.cache)
+    elif args.dataset == "fmnist":
+        xb, xq = load_fmnist(args.nq)
+    else:
+        xb, xq = load_synthetic(args.n, args.nq)
+    print(f"{args.dataset}: {xb.shape} database, {xq.shape} queries "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
     n, d = xb.shape
     _, gt = faiss.knn(xq, xb, 10, metric=IP)
     rows: list[dict] = []
