@@ -31,7 +31,7 @@ preload_app = False
 timeout = 60  # a request (or a stuck worker) longer than this is killed and restarted
 graceful_timeout = 30  # in-flight requests finish on SIGTERM
 keepalive = 5
-accesslog = "-"
+accesslog = _settings.service_access_log or None  # VSEARCH_SERVICE_ACCESS_LOG
 errorlog = "-"
 loglevel = "info"
 # Bounds on the request line and headers; bodies are bounded by the app (max_request_mb).

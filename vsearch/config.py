@@ -112,6 +112,8 @@ class Settings:
     service_bind: str = "127.0.0.1:8000"
     service_workers: int = 1
     service_threads: int = 8
+    # gunicorn's access log: "-" (stdout), a file path, or "" for none.
+    service_access_log: str = "-"
     # --- orchestration (Airflow DAGs and plugin; read when the DAG files are parsed) ---
     # Default sources of the build DAG, comma-separated (a run's params override them).
     sources: str = ""

@@ -1,0 +1,128 @@
+"""Index training time on GPU vs CPU: the same spec, sample and seed, in the same run.
+
+Both rows go through the real stage (``vsearch.index.train_index`` with
+``device="cpu"`` and ``device="gpu"``, then ``build_shard``) on the same
+partitions, so the ratio is what the pipeline's train task gains from a GPU.
+recall@10 of each built index against exact search (same queries, the spec's
+default nprobe) shows the GPU-trained index is as good. Without a GPU (faiss-cpu,
+or no device) the GPU row says so and the CPU row still runs.
+
+    .venv/bin/python bench/index_train_device.py --n 1000000          # on a GPU machine
+    .venv/bin/python bench/index_train_device.py --n 100000 --threads 2  # smoke test, CPU
+
+On a GPU machine faiss must be the GPU build (``pip install -e ".[gpu]"``; see
+the README's GPU install). Both devices use ``--threads`` OpenMP threads
+(default: every core) for the CPU side of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vsearch.index import build_shard, train_index
+from vsearch.index.evaluate import recall_at
+from vsearch.index.structure import search_params
+from vsearch.index.synthetic import clustered_vectors
+from vsearch.index.train import read_trained_record
+from vsearch.partitions import write_partition
+from vsearch.storage import LocalStore
+
+
+def gpu_name() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "unknown"
+
+
+def write_snapshot(store: LocalStore, sid: str, xb: np.ndarray) -> None:
+    ids = np.arange(len(xb), dtype="int64")
+    for i, rows in enumerate(np.array_split(ids, 4)):
+        write_partition(store, sid, i, xb[rows], ids[rows], [{"id": int(j)} for j in rows], [],
+                        input_fingerprint=f"bench-{i}", encoder_id="bench@0")  # fmt: skip
+
+
+def run(store: LocalStore, sid: str, device: str, factory: str | None, xq, gt, nprobe) -> dict:
+    start = time.perf_counter()
+    train_index(store, sid, factory=factory, device=device)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - start
+    record = read_trained_record(store, sid)
+    shard = build_shard(store, sid, 0, 1)
+    index = faiss.read_index(str(store.root / shard["uri"]))
+    spec = record["spec"]
+    probe = nprobe or min(16, spec.get("nlist") or 1)
+    _, found = index.search(xq, 10, params=search_params(index, probe))
+    return {
+        "device": f"{device} (ran on {record['device']})",
+        "spec": spec["factory"],
+        "train vectors": record["n_train"],
+        "train s": seconds,
+        "nprobe": probe,
+        "recall@10": recall_at(found, gt, 10),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--nq", type=int, default=1000)
+    ap.add_argument("--factory", help="explicit spec (default: choose_spec for 48 B/vector)")
+    ap.add_argument("--nprobe", type=int, help="for the recall check (default min(16, nlist))")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--out", type=Path, help="markdown file (default: print only)")
+    args = ap.parse_args()
+    faiss.omp_set_num_threads(args.threads)
+    x, _ = clustered_vectors(args.n + args.nq, args.d, nclusters=1000, seed=0)
+    xb, xq = x[: args.n], x[args.n :]
+    _, gt = faiss.knn(xq, xb, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    rows, notes = [], []
+    with tempfile.TemporaryDirectory(prefix="vsearch-train-") as tmp:
+        store = LocalStore(Path(tmp) / "store")
+        for device in ("cpu", "gpu"):
+            sid = f"20260101T000000Z-{device}"
+            if device == "gpu" and faiss.get_num_gpus() == 0:
+                notes.append("gpu: not run, faiss sees no GPU (faiss-cpu, or no device here)")
+                continue
+            write_snapshot(store, sid, xb)
+            rows.append(run(store, sid, device, args.factory, xq, gt, args.nprobe))
+    cpu_s = rows[0]["train s"]
+    lines = [
+        "| device | spec | train vectors | train s | x CPU time | nprobe | recall@10 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['device']} | {r['spec']} | {r['train vectors']} | {r['train s']:.1f} | "
+            f"{r['train s'] / cpu_s:.2f} | {r['nprobe']} | {r['recall@10']:.4f} |"
+        )
+    cpu = next((x for x in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in x), "")
+    head = (
+        f"# Index training, GPU vs CPU: synthetic {args.n} x {args.d}\n\n"
+        f"Command: `.venv/bin/python bench/index_train_device.py {' '.join(sys.argv[1:])}`  \n"
+        f"Machine: {cpu.split(':')[-1].strip() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.threads} OpenMP threads; GPU: {gpu_name()}; faiss {faiss.__version__}; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
+    )
+    doc = head + "\n" + "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
+    print(doc)
+    if args.out:
+        args.out.write_text(doc)
+
+
+if __name__ == "__main__":
+    main()
