@@ -213,6 +213,7 @@ def bench_latency(
         for x in xq
     ]
     rows = []
+    floor = http_floor(root, bodies, requests)
     for batch in ("32", "1"):
         env = service_env(root, store, max_batch=batch, shard_threads="2")
         with gunicorn_service(env, log_path=root / "gunicorn.log") as base:
@@ -233,17 +234,42 @@ def bench_latency(
     out.append(f"\n### Search latency: {title}\n")
     raw_cols = ["raw p50 ms", "raw p99 ms", "raw QPS"]
     service_cols = ["service p50 ms", "service p99 ms", "service QPS"]
-    out += table(
-        ["max_batch", "concurrency", *raw_cols, *service_cols, "p50 ratio", "QPS ratio", "errors"]
-    )
+    ratios = ["p50 ratio", "QPS ratio", "errors", "floor p50 ms", "service - floor p50 ms"]
+    out += table(["max_batch", "concurrency", *raw_cols, *service_cols, *ratios])
     for batch, c, lat_r, qps_r, lat_s, qps_s, err in rows:
         p50_ratio = pct(lat_s, 50) / pct(lat_r, 50)
         out.append(
             row(
                 batch, c, ms(lat_r, 50), ms(lat_r, 99), f"{qps_r:.0f}", ms(lat_s, 50), ms(lat_s, 99)
             )[:-1]
-            + row(f"{qps_s:.0f}", f"{p50_ratio:.2f}x", f"{qps_s / qps_r:.2f}x", err)
+            + row(f"{qps_s:.0f}", f"{p50_ratio:.2f}x", f"{qps_s / qps_r:.2f}x", err)[:-1]
+            + row(ms(floor[c], 50), f"{pct(lat_s, 50) - pct(floor[c], 50):.2f}")
         )
+    out.append(
+        "\nfloor: the same gunicorn settings and client, serving bench/floor_app.py (a Flask "
+        "view that parses the body and answers no hits). service - floor is what searching "
+        "costs inside the service: compare it with raw p50."
+    )
+
+
+def http_floor(root: Path, bodies: list[bytes], requests: int) -> dict[int, list[float]]:
+    """Latencies of the HTTP floor app at concurrency 1 and 8."""
+    env = {
+        "VSEARCH_DATA_DIR": str(root / "floor"),
+        "VSEARCH_SERVICE_THREADS": "16",
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
+    floor = {}
+    with gunicorn_service(env, log_path=root / "floor.log", app="floor_app:app") as base:
+        for c in (1, 8):
+            client = Client(base, c)
+
+            def call(w: int, i: int) -> None:
+                client.post(w, "/v1/search", bodies[(w * 97 + i) % len(bodies)])  # noqa: B023
+
+            run_load(call, c, 40, 10)  # warm-up
+            floor[c] = run_load(call, c, requests, 30)[0]
+    return floor
 
 
 def start_redis(root: Path) -> tuple[subprocess.Popen[bytes], str]:

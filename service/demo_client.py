@@ -64,9 +64,13 @@ def http_json(
 
 @contextlib.contextmanager
 def gunicorn_service(
-    env: Mapping[str, str], *, log_path: Path | None = None, ready_timeout: float = 120
+    env: Mapping[str, str],
+    *,
+    log_path: Path | None = None,
+    ready_timeout: float = 120,
+    app: str = "service.app:create_app()",
 ) -> Iterator[str]:
-    """A gunicorn serving ``service.app:create_app()`` on 127.0.0.1; yields its base URL.
+    """A gunicorn serving ``app`` (the service) on 127.0.0.1; yields its base URL.
 
     ``env`` holds VSEARCH_* settings; the bind address is chosen here. Waits for
     /readyz, stops the server (SIGTERM, then SIGKILL) on exit.
@@ -80,7 +84,7 @@ def gunicorn_service(
         "python:service.gunicorn_conf",
         "--access-logfile",
         "/dev/null",
-        "service.app:create_app()",
+        app,
     ]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT)
