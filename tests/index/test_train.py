@@ -48,7 +48,7 @@ def test_device_gpu_is_refused_without_one_and_used_with_one(tmp_path: Path) -> 
     store = LocalStore(tmp_path / "store")
     write_snapshot(store, n=3000)
     if faiss.get_num_gpus() == 0:
-        with pytest.raises(GpuUnavailable, match="no GPU"):
+        with pytest.raises(GpuUnavailable, match="neither faiss nor torch sees a GPU"):
             train_index(store, SID, factory="IVF16,PQ8x4fs", nq=100, device="gpu")
         assert not store.exists(trained_key(SID))
     else:  # a faiss-gpu build on a machine with a device
@@ -108,3 +108,36 @@ def test_metric_follows_the_vectors(tmp_path: Path) -> None:
                     input_fingerprint="raw", encoder_id="raw@0")  # fmt: skip
     train_index(store, other, factory="IVF8,PQ4x4fs", nq=100)
     assert read_trained_record(store, other)["spec"]["metric"] == "l2"
+
+
+def test_torch_kmeans_path_trains_as_well_as_faiss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path a GPU without faiss-gpu takes (torch's k-means for the IVF centroids),
+    chosen by train_index itself, on torch's CPU device: only the device string
+    differs on a GPU. Its index must search as well as the faiss-trained one."""
+    from vsearch.index import build_shard
+    from vsearch.index import kmeans as kmeans_module
+    from vsearch.index.evaluate import recall_at
+    from vsearch.index.structure import search_params
+
+    factory = "OPQ8_32,IVF32_HNSW8,PQ8x4fsr"
+    recalls = {}
+    for path in ("faiss", "torch"):
+        store = LocalStore(tmp_path / path)
+        xb, ids = write_snapshot(store, n=6000)
+        if path == "torch":
+            monkeypatch.setattr(kmeans_module, "torch_cuda", lambda: "cpu")
+        train_index(store, SID, factory=factory, nq=100, device="auto")
+        record = read_trained_record(store, SID)
+        assert (record["device"], record["kmeans"]) == (
+            ("cpu", "torch:cpu") if path == "torch" else ("cpu", "faiss-cpu")
+        )
+        shard = build_shard(store, SID, 0, 1)
+        index = faiss.read_index(str(tmp_path / path / shard["uri"]))
+        xq = xb[:200]
+        _, rows = faiss.knn(xq, xb, 10, metric=faiss.METRIC_INNER_PRODUCT)
+        _, found = index.search(xq, 10, params=search_params(index, 4))
+        recalls[path] = recall_at(found, ids[rows], 10)
+    assert recalls["torch"] >= recalls["faiss"] - 0.03, recalls
+    assert recalls["faiss"] > 0.35, recalls  # a real index, not two equally broken ones

@@ -3,8 +3,10 @@
 The spec is chosen (or parsed from an explicit factory string), a training
 sample is drawn by id hash — disjoint from the held-out validation queries —
 and faiss trains OPQ, the IVF centroids and the PQ codebooks with fixed
-seeds. k-means assignment runs on a GPU when faiss sees one; the index itself
-stays a CPU index, so what is written is the same kind of object either way.
+seeds. The IVF k-means runs on a GPU when there is one: through faiss-gpu when
+faiss sees it, else through torch (``vsearch.index.kmeans``: faiss-gpu ships
+for CUDA 12 only). The index itself stays a CPU index, so what is written is
+the same kind of object either way.
 
 A commit record (``trained.json``) names the inputs; a rerun with the same
 inputs finds it and does nothing, so a retry never changes the bytes that
@@ -126,13 +128,13 @@ def train_index(
 
     index = faiss.index_factory(inv.d, spec.factory, spec.faiss_metric)
     keep = configure_training(index, spec, seed)
-    started, used = time.perf_counter(), "none"
+    started, used, kmeans = time.perf_counter(), "none", "none"
     sample_size = 0
     if not index.is_trained:
         xt = training_sample(store, inv, n_train, nq, seed)
         sample_size = len(xt)
         log.info("training %s on %d x %d vectors", spec.factory, *xt.shape)
-        used = train_on(index, xt, device)
+        used, kmeans = train_on(index, xt, device)
     _release(index, keep)
     seconds = time.perf_counter() - started
     info = put_index(store, key, index)
@@ -150,10 +152,13 @@ def train_index(
             "bytes": info.size,
             "train_seconds": round(seconds, 3),
             "device": used,
+            "kmeans": kmeans,
             "faiss_version": faiss.__version__,
         },
     )
-    log.info("trained %s in %.1fs on %s: %s", spec.factory, seconds, used, key)
+    log.info(
+        "trained %s in %.1fs on %s (k-means: %s): %s", spec.factory, seconds, used, kmeans, key
+    )
     return key
 
 
@@ -218,21 +223,35 @@ def _release(index: Any, keep: list[Any]) -> None:
     keep.clear()
 
 
-def train_on(index: Any, xt: np.ndarray, device: Device) -> str:
-    """Train ``index`` (a CPU index) on ``xt``; k-means assignment on GPU when there is one.
+def train_on(
+    index: Any, xt: np.ndarray, device: Device, *, kmeans_device: str | None = None
+) -> tuple[str, str]:
+    """Train ``index`` (a CPU index) on ``xt``; return (device, what ran the IVF k-means).
 
-    The IVF centroids are clustered with an explicit assignment index
-    (``clustering_index``): a GPU flat index when a GPU is used, a CPU flat
-    index otherwise — the same code path, and the HNSW coarse quantizer is
-    built once from the final centroids instead of at every k-means step.
+    The IVF centroids are clustered by, in order of preference: faiss-gpu when
+    faiss sees a GPU (an explicit GPU ``clustering_index``); torch's k-means on
+    CUDA when torch sees a GPU and faiss does not; faiss on the CPU (a CPU flat
+    ``clustering_index`` — the same code path as faiss-gpu's, and the HNSW
+    coarse quantizer is built once from the final centroids instead of at every
+    k-means step). ``kmeans_device`` forces the torch path on that torch device
+    (the tests use "cpu"). OPQ, PQ and re-ranking codebooks train on the CPU.
     """
     import faiss
 
+    from vsearch.index.kmeans import torch_cuda
+
     ngpu = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if device == "gpu" and ngpu == 0:
-        raise GpuUnavailable("device='gpu' but faiss sees no GPU (is faiss-cpu installed?)")
-    use_gpu = ngpu > 0 and device != "cpu"
     ivf = layers(index).ivf
+    if kmeans_device is None and device != "cpu" and ngpu == 0 and ivf is not None:
+        kmeans_device = torch_cuda()
+    if device == "gpu" and ngpu == 0 and kmeans_device is None:
+        raise GpuUnavailable("device='gpu' but neither faiss nor torch sees a GPU")
+    if kmeans_device is not None and ivf is not None:
+        from vsearch.index.kmeans import train_with_centroids
+
+        train_with_centroids(index, xt, kmeans_device)
+        return ("gpu" if kmeans_device.startswith("cuda") else "cpu"), f"torch:{kmeans_device}"
+    use_gpu = ngpu > 0 and device != "cpu"
     keep: list[Any] = []
     if ivf is not None:
         quantizer = faiss.downcast_index(ivf.quantizer)
@@ -248,4 +267,6 @@ def train_on(index: Any, xt: np.ndarray, device: Device) -> str:
     finally:
         if ivf is not None:
             ivf.clustering_index = None
-    return "gpu" if use_gpu and ivf is not None else "cpu"
+    if ivf is None:
+        return "cpu", "none"
+    return ("gpu", "faiss-gpu") if use_gpu else ("cpu", "faiss-cpu")
