@@ -14,8 +14,9 @@
   workers at the same time (faiss releases the GIL); when the shards are fast
   enough that waking a thread costs more than it saves, all of them are
   searched in turn on the request's thread. A thread hand-off is tens of
-  microseconds on an idle machine and milliseconds on a busy one, which was
-  most of the service's overhead over raw faiss (bench/results/service.md).
+  microseconds on an idle machine and can be milliseconds on a busy one; most
+  of the service's overhead over raw faiss is the HTTP stack itself
+  (bench/results/service.md measures that floor).
 
 Per-request ``nprobe`` goes through faiss ``SearchParameters``; shared index
 state is never mutated while serving.
