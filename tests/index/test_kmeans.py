@@ -13,12 +13,14 @@ from vsearch.index.synthetic import clustered_vectors
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 def test_objective_matches_faiss_clustering(metric: str) -> None:
     x, _ = clustered_vectors(20_000, 32, nclusters=200, seed=0)
-    ours = kmeans(x, 64, niter=20, seed=1, metric=metric, device="cpu")  # type: ignore[arg-type]
+    spherical = metric == "ip"  # as an inner-product IVF clusters
+    ours = kmeans(x, 64, niter=20, seed=1, metric=metric, spherical=spherical, device="cpu")  # type: ignore[arg-type]
     clus = faiss.Clustering(32, 64)
-    clus.niter, clus.seed = 20, 1
+    clus.niter, clus.seed, clus.spherical = 20, 1, spherical
     clus.train(x, faiss.IndexFlatIP(32) if metric == "ip" else faiss.IndexFlatL2(32))
     theirs = faiss.vector_to_array(clus.centroids).reshape(64, 32)
     if metric == "ip":  # mean best inner product: higher is better
+        np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, rtol=1e-5)
         assert (x @ ours.T).max(1).mean() >= 0.98 * (x @ theirs.T).max(1).mean()
     else:  # mean squared distance to the nearest centroid: lower is better
         mse = [faiss.knn(x, c, 1)[0].mean() for c in (ours, theirs)]

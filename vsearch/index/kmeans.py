@@ -5,7 +5,8 @@ another CUDA, or with faiss-cpu, still has torch on its GPU. This is the same
 algorithm as faiss's ``Clustering`` for the coarse quantizer — a seeded sample
 of at most ``max_points_per_centroid`` points per centroid, seeded random
 initial centroids, ``niter`` Lloyd iterations assigning by the quantizer's
-metric, an empty cluster re-seeded by splitting a large one — written once
+metric, unit-length centroids for inner product (``spherical``), an empty
+cluster re-seeded by splitting a large one — written once
 for any torch device. The tests run it on the CPU; on a GPU only the device
 string differs.
 
@@ -33,11 +34,16 @@ def kmeans(
     niter: int = 25,
     seed: int = 0,
     metric: Literal["ip", "l2"] = "l2",
+    spherical: bool = False,
     device: str = "cuda",
     max_points_per_centroid: int = 256,
     chunk: int = 65536,
 ) -> np.ndarray:
-    """``k`` centroids of the rows of ``x`` (float32, (k, d))."""
+    """``k`` centroids of the rows of ``x`` (float32, (k, d)).
+
+    ``spherical``: centroids scaled to unit length after each update, as faiss
+    does for an inner-product IVF (its ``cp.spherical``).
+    """
     import torch
 
     n = len(x)
@@ -56,6 +62,8 @@ def kmeans(
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled, None].to(sums.dtype)
         _split_into_empty(centroids, counts, rng)
+        if spherical:
+            centroids = torch.nn.functional.normalize(centroids, dim=1)
     out: np.ndarray = centroids.cpu().numpy()
     return out
 
@@ -120,6 +128,7 @@ def train_with_centroids(index: Any, xt: np.ndarray, kmeans_device: str) -> None
         niter=lay.ivf.cp.niter,
         seed=lay.ivf.cp.seed,
         metric=metric,
+        spherical=bool(lay.ivf.cp.spherical),
         device=kmeans_device,
         max_points_per_centroid=lay.ivf.cp.max_points_per_centroid,
     )
