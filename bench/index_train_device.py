@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vsearch.index import build_shard, train_index
+from vsearch.index import kmeans as kmeans_module
 from vsearch.index.evaluate import recall_at
 from vsearch.index.kmeans import torch_cuda
 from vsearch.index.structure import search_params
@@ -89,6 +90,11 @@ def main() -> None:
     ap.add_argument("--factory", help="explicit spec (default: choose_spec for 48 B/vector)")
     ap.add_argument("--nprobe", type=int, help="for the recall check (default min(16, nlist))")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument(
+        "--torch-on-cpu",
+        action="store_true",
+        help="add a row: the torch k-means (the GPU path without faiss-gpu) on torch's CPU",
+    )
     ap.add_argument("--out", type=Path, help="markdown file (default: print only)")
     args = ap.parse_args()
     faiss.omp_set_num_threads(args.threads)
@@ -98,12 +104,16 @@ def main() -> None:
     rows, notes = [], []
     with tempfile.TemporaryDirectory(prefix="vsearch-train-") as tmp:
         store = LocalStore(Path(tmp) / "store")
-        for device in ("cpu", "gpu"):
+        for device in ("cpu", "gpu") + (("torch-cpu",) if args.torch_on_cpu else ()):
             sid = f"20260101T000000Z-{device}"
             if device == "gpu" and faiss.get_num_gpus() == 0 and torch_cuda() is None:
                 notes.append("gpu: not run, neither faiss nor torch sees a GPU here")
                 continue
             write_snapshot(store, sid, xb)
+            if device == "torch-cpu":  # what train_index picks on CUDA, on the CPU instead
+                kmeans_module.torch_cuda = lambda: "cpu"
+                rows.append(run(store, sid, "auto", args.factory, xq, gt, args.nprobe))
+                continue
             rows.append(run(store, sid, device, args.factory, xq, gt, args.nprobe))
     cpu_s = rows[0]["train s"]
     lines = [
