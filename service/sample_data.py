@@ -7,10 +7,11 @@ publish path (verify, immutable manifest, compare-and-swap of CURRENT).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,8 +70,8 @@ def build_snapshot(
     ivf = factory != FLAT
     if ivf:
         trained = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-        _quick_training(trained)
-        trained.train(xb[: max(20_000, 40 * 256)])  # a sample trains as well, and faster
+        with _quick_training(trained):
+            trained.train(xb[: max(20_000, 40 * 256)])  # a sample trains as well, and faster
     shards, parts = [], np.array_split(np.arange(len(ids)), nshards)
     for j, rows in enumerate(parts):
         index = faiss.clone_index(trained) if ivf else faiss.IndexIDMap2(faiss.IndexFlatIP(d))
@@ -113,20 +114,35 @@ def build_snapshot(
     )
 
 
-def _quick_training(index: Any) -> None:
-    """Sample data needs a valid index, not the best one: fewer OPQ rounds, no polysemous codes."""
+@contextlib.contextmanager
+def _quick_training(index: Any) -> Iterator[None]:
+    """Sample data needs a valid index, not the best one: fewer OPQ rounds, no polysemous
+    codes, OPQ rotations trained for the 4-bit PQ they serve (for the duration of the block)."""
     import faiss as faiss_module
 
     faiss: Any = faiss_module  # its stubs miss SearchParameters keywords and chain access
 
-    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    from vsearch.index.structure import layers
+
+    lay, keep = layers(index), []  # through IDMap and Refine wrappers too
+    ivf = faiss.downcast_index(lay.ivf)
     if hasattr(ivf, "do_polysemous_training"):
         ivf.do_polysemous_training = False
-    if isinstance(index, faiss.IndexPreTransform):
-        for i in range(index.chain.size()):
-            vt = faiss.downcast_VectorTransform(index.chain.at(i))
+    if lay.pretransform is not None:
+        for i in range(lay.pretransform.chain.size()):
+            vt = faiss.downcast_VectorTransform(lay.pretransform.chain.at(i))
             if isinstance(vt, faiss.OPQMatrix):
                 vt.niter = 8
+                pq = getattr(lay.core, "pq", None)
+                if pq is not None and pq.nbits == 4:  # train the rotation for the PQ used
+                    inner = faiss.ProductQuantizer(vt.d_out, vt.M, 4)
+                    vt.pq = inner  # a raw pointer: `inner` must outlive the training
+                    keep.append((vt, inner))
+    try:
+        yield
+    finally:
+        for vt, _ in keep:
+            vt.pq = None
 
 
 def recall_curve(
@@ -134,6 +150,8 @@ def recall_curve(
 ) -> tuple[tuple[int, float, float], ...]:
     """recall@10 of one unsharded index against exact search, per nprobe."""
     import faiss as faiss_module
+
+    from vsearch.index.structure import search_params
 
     faiss: Any = faiss_module  # its stubs miss SearchParameters keywords and chain access
 
@@ -146,10 +164,7 @@ def recall_curve(
     nlist = faiss.extract_index_ivf(index).nlist
     points = []
     for nprobe in (p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist):
-        params = faiss.SearchParametersPreTransform(
-            index_params=faiss.SearchParametersIVF(nprobe=nprobe)
-        )
-        params = params if "OPQ" in factory else faiss.SearchParametersIVF(nprobe=nprobe)
+        params = search_params(index, nprobe)
         t = time.perf_counter()
         _, found = index.search(xq, 10, params=params)
         ms = (time.perf_counter() - t) * 1000 / len(xq)

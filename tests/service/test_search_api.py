@@ -211,3 +211,35 @@ def test_upserts_bound_how_many_items_need_an_image_fetched_or_decoded(
     ]
     r = client.put("/v1/items", json={"items": items}, headers=AUTH)
     assert r.status_code == 400 and "at most" in r.json["error"]["message"]
+
+
+DEFAULT_SHAPE = "IDMap,OPQ16_64,IVF64_HNSW16,PQ16x4fsr,Refine(SQ8)"  # what choose_spec builds
+
+
+def test_default_spec_shape_searches_with_nprobe_like_the_validator(
+    local_store: ObjectStore, make_app: AppFactory
+) -> None:
+    """nprobe has to reach the IVF through IDMap, Refine and OPQ (a bare IVF parameter
+    object makes IndexRefine throw), with the refine shortlist and the HNSW coarse
+    quantizer's depth the validator measured the recall curve with."""
+    from vsearch.index.structure import search_params
+
+    xb = unit_vectors(3000, D, seed=5)
+    ids = np.arange(3000, dtype="int64") * 3 + 7
+    manifest = build_snapshot(local_store, snapshot_id(1), xb, ids, factory=DEFAULT_SHAPE)
+    publish(local_store, manifest)
+    client = make_app(local_store).test_client()
+    shards = [faiss.deserialize_index(np.frombuffer(local_store.get(s.uri), "uint8"))
+              for s in manifest.shards]  # fmt: skip
+    for nprobe, q in zip([1, 4, 64], unit_vectors(3, D, seed=6), strict=True):
+        r = vector_query(client, q, k=10, nprobe=nprobe)
+        assert r.status_code == 200, r.json
+        assert r.json["nprobe"] == nprobe
+        expected = []
+        for shard in shards:  # the validator's parameters, shard by shard, merged
+            dist, found = shard.search(q[None, :], 10, params=search_params(shard, nprobe))
+            expected += [(float(d), int(i)) for d, i in zip(dist[0], found[0], strict=True)]
+        top = [i for _, i in sorted(expected, reverse=True)[:10]]
+        assert [h["id"] for h in r.json["hits"]] == top
+    exact = vector_query(client, xb[10], k=5, exact=True)
+    assert exact.status_code == 200 and exact.json["hits"][0]["id"] == int(ids[10])

@@ -97,26 +97,18 @@ class ShardSearcher:
             self._queue.put(_STOP)
 
     def _search_params(self, nprobe: int | None) -> Any:
+        """The validator's own SearchParameters for ``nprobe`` (cached): nprobe through
+        every wrapper (IDMap, OPQ, Refine), the refine shortlist, and an HNSW coarse
+        quantizer's efSearch, so the service searches as the recall curve was measured."""
         if nprobe is None:
             return None
         nprobe = max(1, min(nprobe, self.nlist or 1))
-        if nprobe not in self._params:
-            import faiss as faiss_module
+        params = self._params.get(nprobe)
+        if params is None:
+            from vsearch.index.structure import search_params
 
-            faiss: Any = faiss_module  # its bundled stubs miss the SearchParameters keywords
-            params: Any = faiss.SearchParametersIVF(nprobe=nprobe)
-            keep = [params]
-            node = faiss.downcast_index(self.index)
-            wrappers = []
-            while isinstance(node, faiss.IndexPreTransform | faiss.IndexIDMap | faiss.IndexIDMap2):
-                wrappers.append(node)
-                node = faiss.downcast_index(node.index)
-            for wrapper in reversed(wrappers):
-                if isinstance(wrapper, faiss.IndexPreTransform):
-                    params = faiss.SearchParametersPreTransform(index_params=params)
-                    keep.append(params)
-            self._params[nprobe] = (params, keep)  # keep: the C++ objects params point at
-        return self._params[nprobe][0]
+            params = self._params[nprobe] = search_params(self.index, nprobe)
+        return params
 
     def _work(self) -> None:
         _one_omp_thread()
