@@ -112,6 +112,7 @@ def main() -> None:
             write_snapshot(store, sid, xb)
             if device == "torch-cpu":  # what train_index picks on CUDA, on the CPU instead
                 kmeans_module.torch_cuda = lambda: "cpu"
+                faiss.get_num_gpus = lambda: 0  # even where faiss-gpu is installed
                 rows.append(run(store, sid, "auto", args.factory, xq, gt, args.nprobe))
                 continue
             rows.append(run(store, sid, device, args.factory, xq, gt, args.nprobe))

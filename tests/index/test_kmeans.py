@@ -43,5 +43,7 @@ def test_same_seed_same_centroids_and_subsampling() -> None:
     a = kmeans(x, 8, seed=5, device="cpu", max_points_per_centroid=100)
     b = kmeans(x, 8, seed=5, device="cpu", max_points_per_centroid=100)
     np.testing.assert_array_equal(a, b)
+    chunked = kmeans(x, 8, seed=5, device="cpu", max_points_per_centroid=100, chunk=333)
+    np.testing.assert_allclose(chunked, a, rtol=0, atol=1e-6)  # scoring in pieces: same answer
     with pytest.raises(ValueError, match="at least k=8"):
         kmeans(x[:5], 8, device="cpu")

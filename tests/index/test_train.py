@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -44,9 +45,14 @@ def test_rerun_is_a_no_op_and_a_new_spec_retrains(tmp_path: Path) -> None:
     assert index.is_trained and index.ntotal == 0
 
 
-def test_device_gpu_is_refused_without_one_and_used_with_one(tmp_path: Path) -> None:
+def test_device_gpu_is_refused_without_one_and_used_with_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vsearch.index import kmeans as kmeans_module
+
     store = LocalStore(tmp_path / "store")
     write_snapshot(store, n=3000)
+    monkeypatch.setattr(kmeans_module, "torch_cuda", lambda: None)  # faiss's GPU only, here
     if faiss.get_num_gpus() == 0:
         with pytest.raises(GpuUnavailable, match="neither faiss nor torch sees a GPU"):
             train_index(store, SID, factory="IVF16,PQ8x4fs", nq=100, device="gpu")
@@ -69,7 +75,7 @@ def test_gpu_wiring_trains_the_same_index_as_the_cpu(
     """
     if faiss.get_num_gpus() > 0:
         pytest.skip("a real GPU is here: the test above runs the real branch")
-    factory = "OPQ8_32,IVF32_HNSW8,PQ8x4fsr,Refine(SQ8)"
+    factory = "OPQ8_16,IVF32_HNSW8,PQ8x4fsr,Refine(SQ8)"
     cpu, gpu = LocalStore(tmp_path / "cpu"), LocalStore(tmp_path / "gpu")
     for store in (cpu, gpu):
         write_snapshot(store, n=4000)
@@ -90,7 +96,7 @@ def test_gpu_wiring_trains_the_same_index_as_the_cpu(
     monkeypatch.setattr(faiss, "index_cpu_to_gpu", index_cpu_to_gpu, raising=False)
     train_index(gpu, SID, factory=factory, nq=100, device="gpu")
 
-    assert moved == [(0, 32)]  # one assignment index, in the IVF's (rotated) dimension
+    assert moved == [(0, 16)]  # one assignment index, in the IVF's (rotated) dimension
     assert read_trained_record(gpu, SID)["device"] == "gpu"
     assert gpu.get(trained_key(SID)) == cpu.get(trained_key(SID))
 
@@ -123,11 +129,19 @@ def test_torch_kmeans_path_trains_as_well_as_faiss(
 
     factory = "OPQ8_32,IVF32_HNSW8,PQ8x4fsr"
     recalls = {}
+    made: list[np.ndarray] = []
+    kmeans = kmeans_module.kmeans
+
+    def recorded(*args: Any, **kwargs: Any) -> np.ndarray:
+        made.append(kmeans(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(kmeans_module, "kmeans", recorded)
     for path in ("faiss", "torch"):
         store = LocalStore(tmp_path / path)
         xb, ids = write_snapshot(store, n=6000)
-        if path == "torch":
-            monkeypatch.setattr(kmeans_module, "torch_cuda", lambda: "cpu")
+        device = "cpu" if path == "torch" else None  # None: as on a machine without a GPU
+        monkeypatch.setattr(kmeans_module, "torch_cuda", lambda d=device: d)
         train_index(store, SID, factory=factory, nq=100, device="auto")
         record = read_trained_record(store, SID)
         assert (record["device"], record["kmeans"]) == (
@@ -135,6 +149,10 @@ def test_torch_kmeans_path_trains_as_well_as_faiss(
         )
         shard = build_shard(store, SID, 0, 1)
         index = faiss.read_index(str(tmp_path / path / shard["uri"]))
+        if path == "torch":  # faiss kept the torch centroids: it did not cluster again
+            quantizer = faiss.extract_index_ivf(index).quantizer
+            assert len(made) == 1
+            np.testing.assert_array_equal(quantizer.reconstruct_n(0, quantizer.ntotal), made[0])
         xq = xb[:200]
         _, rows = faiss.knn(xq, xb, 10, metric=faiss.METRIC_INNER_PRODUCT)
         _, found = index.search(xq, 10, params=search_params(index, 4))

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import torch
 
 SPLIT_EPS = 1.0 / 1024  # faiss's relative perturbation when splitting a cluster
+SCORE_BUDGET = 1 << 28  # floats in one chunk's (rows x k) score matrix: 1 GiB
 
 
 def kmeans(
@@ -37,12 +38,14 @@ def kmeans(
     spherical: bool = False,
     device: str = "cuda",
     max_points_per_centroid: int = 256,
-    chunk: int = 65536,
+    chunk: int | None = None,
 ) -> np.ndarray:
     """``k`` centroids of the rows of ``x`` (float32, (k, d)).
 
     ``spherical``: centroids scaled to unit length after each update, as faiss
-    does for an inner-product IVF (its ``cp.spherical``).
+    does for an inner-product IVF (its ``cp.spherical``). ``chunk``: rows scored
+    at once (default: as many as keep the score matrix within 1 GiB). On CUDA the
+    sums use atomic adds, so centroids may differ in the last bits between runs.
     """
     import torch
 
@@ -55,8 +58,11 @@ def kmeans(
         n = len(x)
     xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
     centroids = xs[torch.from_numpy(rng.choice(n, k, replace=False)).to(device)].clone()
+    if spherical:
+        centroids = torch.nn.functional.normalize(centroids, dim=1)
+    rows = chunk or max(1, min(n, SCORE_BUDGET // k))
     for _ in range(niter):
-        assign = _assign(xs, centroids, metric, chunk)
+        assign = _assign(xs, centroids, metric, rows)
         sums = torch.zeros_like(centroids).index_add_(0, assign, xs)
         counts = torch.bincount(assign, minlength=k)
         filled = counts > 0
@@ -65,6 +71,9 @@ def kmeans(
         if spherical:
             centroids = torch.nn.functional.normalize(centroids, dim=1)
     out: np.ndarray = centroids.cpu().numpy()
+    del xs, centroids
+    if str(device).startswith("cuda"):
+        torch.cuda.empty_cache()  # give the training worker's GPU memory back
     return out
 
 
@@ -75,8 +84,8 @@ def _assign(xs: torch.Tensor, centroids: torch.Tensor, metric: str, chunk: int) 
     norms = (centroids * centroids).sum(1) if metric == "l2" else None
     for start in range(0, len(xs), chunk):
         scores = xs[start : start + chunk] @ centroids.T
-        if norms is not None:  # argmin ||x - c||^2 = argmax (2 x.c - ||c||^2)
-            scores = 2 * scores - norms
+        if norms is not None:  # argmin ||x - c||^2 = argmax (2 x.c - ||c||^2), in place
+            scores.mul_(2).sub_(norms)
         out.append(torch.argmax(scores, dim=1))
     return torch.cat(out)
 
@@ -84,10 +93,14 @@ def _assign(xs: torch.Tensor, centroids: torch.Tensor, metric: str, chunk: int) 
 def _split_into_empty(
     centroids: torch.Tensor, counts: torch.Tensor, rng: np.random.Generator
 ) -> None:
-    """Give every empty centroid half of a large cluster, chosen by size (as faiss does)."""
+    """Give every empty centroid half of a large cluster, chosen with probability
+    proportional to its size - 1 (as faiss does: a single point is never split)."""
     sizes = counts.cpu().numpy().astype(np.float64)
     for empty in np.flatnonzero(sizes == 0):
-        donor = int(rng.choice(len(sizes), p=sizes / sizes.sum()))
+        weights = np.maximum(sizes - 1, 0)
+        if weights.sum() == 0:
+            return  # every point has a centroid of its own already
+        donor = int(rng.choice(len(sizes), p=weights / weights.sum()))
         sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, 1.0, -1.0) * SPLIT_EPS
         s = centroids.new_tensor(sign)
         centroids[empty] = centroids[donor] * (1 + s)
