@@ -146,12 +146,17 @@ def sweep(name, index, xq, gt, n, sizes, build_s, flat_ms, grid) -> list[dict]:
     return rows
 
 
+def write_partitions(store: LocalStore, sid: str, xb: np.ndarray, parts: int = 4) -> None:
+    """``xb`` as the embedding stage would leave it: ``parts`` partitions, ids 0..n-1."""
+    ids = np.arange(len(xb), dtype="int64")
+    for i, rows in enumerate(np.array_split(ids, parts)):
+        write_partition(store, sid, i, xb[rows], ids[rows], [{"id": int(j)} for j in rows], [],
+                        input_fingerprint=f"bench-{i}", encoder_id="bench@0")  # fmt: skip
+
+
 def build_ours(xb: np.ndarray, budget: float, max_ms: float, k_factor: int, work: Path) -> dict:
     store = LocalStore(work / "store")
-    ids = np.arange(len(xb), dtype="int64")
-    for i, rows in enumerate(np.array_split(ids, 4)):
-        write_partition(store, SID, i, xb[rows], ids[rows], [{"id": int(j)} for j in rows], [],
-                        input_fingerprint=f"bench-{i}", encoder_id="bench@0")  # fmt: skip
+    write_partitions(store, SID, xb)
     start = time.perf_counter()
     train_index(store, SID, bytes_per_vector_budget=budget, max_query_ms=max_ms, device="cpu",
                 k_factor=k_factor)  # fmt: skip

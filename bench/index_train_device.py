@@ -31,18 +31,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from index_bench import load_synthetic, write_partitions  # bench/, beside this script
 
 from vsearch.index import build_shard, train_index
 from vsearch.index import kmeans as kmeans_module
 from vsearch.index.evaluate import recall_at
 from vsearch.index.kmeans import torch_cuda
 from vsearch.index.structure import search_params
-from vsearch.index.synthetic import clustered_vectors
 from vsearch.index.train import read_trained_record
-from vsearch.partitions import write_partition
 from vsearch.storage import LocalStore
 
 
@@ -53,13 +52,6 @@ def gpu_name() -> str:
         return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     except ImportError:  # pragma: no cover - torch is a dependency
         return "unknown"
-
-
-def write_snapshot(store: LocalStore, sid: str, xb: np.ndarray) -> None:
-    ids = np.arange(len(xb), dtype="int64")
-    for i, rows in enumerate(np.array_split(ids, 4)):
-        write_partition(store, sid, i, xb[rows], ids[rows], [{"id": int(j)} for j in rows], [],
-                        input_fingerprint=f"bench-{i}", encoder_id="bench@0")  # fmt: skip
 
 
 def run(store: LocalStore, sid: str, device: str, factory: str | None, xq, gt, nprobe) -> dict:
@@ -98,8 +90,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="markdown file (default: print only)")
     args = ap.parse_args()
     faiss.omp_set_num_threads(args.threads)
-    x, _ = clustered_vectors(args.n + args.nq, args.d, nclusters=1000, seed=0)
-    xb, xq = x[: args.n], x[args.n :]
+    xb, xq = load_synthetic(args.n, args.nq, args.d)
     _, gt = faiss.knn(xq, xb, 10, metric=faiss.METRIC_INNER_PRODUCT)
     rows, notes = [], []
     with tempfile.TemporaryDirectory(prefix="vsearch-train-") as tmp:
@@ -109,7 +100,7 @@ def main() -> None:
             if device == "gpu" and faiss.get_num_gpus() == 0 and torch_cuda() is None:
                 notes.append("gpu: not run, neither faiss nor torch sees a GPU here")
                 continue
-            write_snapshot(store, sid, xb)
+            write_partitions(store, sid, xb)
             if device == "torch-cpu":  # what train_index picks on CUDA, on the CPU instead
                 kmeans_module.torch_cuda = lambda: "cpu"
                 faiss.get_num_gpus = lambda: 0  # even where faiss-gpu is installed

@@ -156,12 +156,11 @@ def raw_searcher(root: Path, manifest: Any, nprobe: int | None) -> Callable[[np.
 
     import faiss
 
+    from vsearch.index.structure import search_params
+
     cache = root / "data" / "cache" / "shards"
     shards = [faiss.read_index(str(cache / f"{s.sha256}.index")) for s in manifest.shards]
-    params = None
-    if nprobe is not None:
-        ivf = faiss.SearchParametersIVF(nprobe=nprobe)
-        params = faiss.SearchParametersPreTransform(index_params=ivf)
+    params = search_params(shards[0], nprobe)  # the service's own (same spec in every shard)
     # Like the service's shard workers: one OpenMP thread per call (the setting is per thread).
     pool = ThreadPoolExecutor(len(shards) * 8, initializer=faiss.omp_set_num_threads, initargs=(1,))
 

@@ -70,8 +70,9 @@ def build_snapshot(
     ivf = factory != FLAT
     if ivf:
         trained = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-        with _quick_training(trained):
-            trained.train(xb[: max(20_000, 40 * 256)])  # a sample trains as well, and faster
+        sample = xb[: max(20_000, 40 * 256)]  # a sample trains as well, and faster
+        with _quick_training(trained, factory, len(sample)):
+            trained.train(sample)
     shards, parts = [], np.array_split(np.arange(len(ids)), nshards)
     for j, rows in enumerate(parts):
         index = faiss.clone_index(trained) if ivf else faiss.IndexIDMap2(faiss.IndexFlatIP(d))
@@ -115,34 +116,25 @@ def build_snapshot(
 
 
 @contextlib.contextmanager
-def _quick_training(index: Any) -> Iterator[None]:
-    """Sample data needs a valid index, not the best one: fewer OPQ rounds, no polysemous
-    codes, OPQ rotations trained for the 4-bit PQ they serve (for the duration of the block)."""
-    import faiss as faiss_module
+def _quick_training(index: Any, factory: str, n: int) -> Iterator[None]:
+    """Train as the index stage does (``configure_training``: seeds, OPQ rounds, OPQ
+    rotations for the 4-bit PQ they serve, the refine shortlist), without polysemous
+    codes: sample data needs a valid index quickly."""
+    import faiss
 
-    faiss: Any = faiss_module  # its stubs miss SearchParameters keywords and chain access
-
+    from vsearch.index.spec import spec_from_factory
     from vsearch.index.structure import layers
+    from vsearch.index.train import configure_training, release_training
 
-    lay, keep = layers(index), []  # through IDMap and Refine wrappers too
-    ivf = faiss.downcast_index(lay.ivf)
+    spec = spec_from_factory(factory, n, index.d, metric="ip")
+    keep = configure_training(index, spec, seed=0)
+    ivf = faiss.downcast_index(layers(index).ivf)
     if hasattr(ivf, "do_polysemous_training"):
         ivf.do_polysemous_training = False
-    if lay.pretransform is not None:
-        for i in range(lay.pretransform.chain.size()):
-            vt = faiss.downcast_VectorTransform(lay.pretransform.chain.at(i))
-            if isinstance(vt, faiss.OPQMatrix):
-                vt.niter = 8
-                pq = getattr(lay.core, "pq", None)
-                if pq is not None and pq.nbits == 4:  # train the rotation for the PQ used
-                    inner = faiss.ProductQuantizer(vt.d_out, vt.M, 4)
-                    vt.pq = inner  # a raw pointer: `inner` must outlive the training
-                    keep.append((vt, inner))
     try:
         yield
     finally:
-        for vt, _ in keep:
-            vt.pq = None
+        release_training(index, keep)
 
 
 def recall_curve(

@@ -135,7 +135,7 @@ def train_index(
         sample_size = len(xt)
         log.info("training %s on %d x %d vectors", spec.factory, *xt.shape)
         used, kmeans = train_on(index, xt, device)
-    _release(index, keep)
+    release_training(index, keep)
     seconds = time.perf_counter() - started
     info = put_index(store, key, index)
     put_json(
@@ -210,7 +210,7 @@ def configure_training(index: Any, spec: IndexSpec, seed: int) -> list[Any]:
     return keep
 
 
-def _release(index: Any, keep: list[Any]) -> None:
+def release_training(index: Any, keep: list[Any]) -> None:
     """Drop pointers to the training-only objects before they are freed."""
     import faiss
 
