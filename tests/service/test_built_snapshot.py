@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import faiss
 import numpy as np
 
@@ -11,6 +13,8 @@ from vsearch.index import build_snapshot
 from vsearch.manifest import EncoderInfo, Lineage
 from vsearch.snapshots import read_current
 from vsearch.storage import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 def test_default_spec_snapshot_answers_with_its_validated_recall(
@@ -46,4 +50,5 @@ def test_default_spec_snapshot_answers_with_its_validated_recall(
         found += len({h["id"] for h in r.json["hits"]} & set(truth.tolist()))
         for extra in ({"nprobe": 1}, {"target_recall": 0.5}, {"exact": True}):
             assert vector_query(client, q, k=10, **extra).status_code == 200
+    log.warning("served recall@10 %.3f, validated %.3f", found / 1000, validated)
     assert found / 1000 >= validated - 0.1, (found / 1000, validated)
