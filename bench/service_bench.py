@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.demo_client import free_port, gunicorn_service, http_json
-from service.sample_data import build_snapshot, publish, snapshot_id, unit_vectors
+from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, snapshot_id
+from vsearch.cli.service_process import free_port, http_json, running_service
 from vsearch.storage import LocalStore
 
 D, K = 64, 10
@@ -129,7 +129,7 @@ def make_store(
             build_snapshot(
                 store,
                 snapshot_id(day),
-                unit_vectors(n, D, seed=day),
+                sample_vectors(n, D, seed=day),
                 ids,
                 factory=factory,
                 nshards=2,
@@ -206,7 +206,7 @@ def bench_latency(
     root: Path, out: list[str], n: int, factory: str, nprobe: int | None, requests: int
 ) -> None:
     store, (m,) = make_store(root, n, factory)
-    xq = unit_vectors(512, D, seed=99)
+    xq = sample_vectors(512, D, seed=99)
     bodies = [
         json.dumps({"vector": b64(x), "k": K, **({"nprobe": nprobe} if nprobe else {})}).encode()
         for x in xq
@@ -215,7 +215,7 @@ def bench_latency(
     floor = http_floor(root, bodies, requests)
     for batch in ("32", "1"):
         env = service_env(root, store, max_batch=batch, shard_threads="2")
-        with gunicorn_service(env, log_path=root / "gunicorn.log") as base:
+        with running_service(env, log_path=root / "gunicorn.log") as base:
             raw = raw_searcher(root, m, nprobe)
             for c in (1, 8):
                 client = Client(base, c)
@@ -259,7 +259,7 @@ def http_floor(root: Path, bodies: list[bytes], requests: int) -> dict[int, list
         "PYTHONPATH": str(Path(__file__).parent),
     }
     floor = {}
-    with gunicorn_service(env, log_path=root / "floor.log", app="floor_app:app") as base:
+    with running_service(env, log_path=root / "floor.log", app="floor_app:app") as base:
         for c in (1, 8):
             client = Client(base, c)
 
@@ -318,13 +318,13 @@ def bench_delta(root: Path, out: list[str], writes: int) -> None:
         env_a = service_env(root / "a", store, **common)
         env_b = service_env(root / "b", store, **common)
         with (
-            gunicorn_service(env_a, log_path=root / "a.log") as a,
-            gunicorn_service(env_b, log_path=root / "b.log") as b,
+            running_service(env_a, log_path=root / "a.log") as a,
+            running_service(env_b, log_path=root / "b.log") as b,
         ):
             ca, cb = Client(a, 1), Client(b, 1)
             local, remote = [], []
             for i in range(writes):
-                x = unit_vectors(1, D, seed=50_000 + i)[0]
+                x = sample_vectors(1, D, seed=50_000 + i)[0]
                 item = 90_000_000 + i
                 put = json.dumps({"items": [{"id": item, "vector": b64(x)}]}).encode()
                 query = json.dumps({"vector": b64(x), "k": 1}).encode()
@@ -340,7 +340,7 @@ def bench_delta(root: Path, out: list[str], writes: int) -> None:
         # Baseline: the same work in-process — XADD to the same Redis, apply, exact delta search.
         log, index, raw = open_delta_log(url), DeltaIndex(D, "ip"), []
         for i in range(writes):
-            x = unit_vectors(1, D, seed=60_000 + i)[0]
+            x = sample_vectors(1, D, seed=60_000 + i)[0]
             t = time.perf_counter()
             index.apply(log.append([DeltaWrite("upsert", 80_000_000 + i, x)]))
             index.search(x[None], 1, (0, 0))
@@ -364,10 +364,10 @@ def bench_swap(root: Path, out: list[str], n: int, seconds: float, concurrency: 
     """Steady load for ``seconds``, then the same load while CURRENT moves 4 times."""
     days = (1, 2, 3, 4)
     store, snaps = make_store(root, n, "IDMap2,Flat", days)
-    xq = unit_vectors(256, D, seed=7)
+    xq = sample_vectors(256, D, seed=7)
     bodies = [json.dumps({"vector": b64(x), "k": K}).encode() for x in xq]
     env = service_env(root, store, watch_interval_s="0.2")
-    with gunicorn_service(env, log_path=root / "swap.log") as base:
+    with running_service(env, log_path=root / "swap.log") as base:
         client = Client(base, concurrency)
         search = lambda w, i: client.post(w, "/v1/search", bodies[(w * 31 + i) % len(bodies)])  # noqa: E731
         run_load(search, concurrency, 40, 10)

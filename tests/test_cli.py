@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vsearch.demo import build_synthetic_snapshot
+from tests.fixtures.snapshots import build_synthetic_snapshot
 from vsearch.storage import LocalStore
 
 VSEARCH = str(Path(sys.executable).with_name("vsearch"))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from vsearch.demo import build_synthetic_snapshot
+from tests.fixtures.snapshots import build_synthetic_snapshot
 from vsearch.manifest import Manifest, ManifestError, snapshot_id_for
 from vsearch.storage import LocalStore
 

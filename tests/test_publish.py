@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vsearch.demo import build_synthetic_snapshot
+from tests.fixtures.snapshots import build_synthetic_snapshot
 from vsearch.manifest import Manifest
 from vsearch.snapshots import (
     CURRENT_KEY,

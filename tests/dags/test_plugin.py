@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.dags.airflow_env import ROOT, AirflowEnv
-from vsearch.demo import build_synthetic_snapshot
+from tests.fixtures.snapshots import build_synthetic_snapshot
 from vsearch.snapshots import publish_snapshot
 from vsearch.storage.s3 import S3Store
 
@@ -74,6 +74,21 @@ def test_hook_without_connection_uses_vsearch_settings(
 
     monkeypatch.setenv("VSEARCH_STORE", str(tmp_path))
     assert VsearchStoreHook(conn_id="no_such_connection").get_store().url == f"file://{tmp_path}"
+
+
+@pytest.mark.usefixtures("plugins_on_path")
+def test_hook_fails_when_the_connection_lookup_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only "no such connection" falls back to the settings' store: any other error (the
+    metadata DB down, simulated here by an in-process stand-in for the lookup) fails the
+    task instead of sending its output to another store."""
+    from vsearch_airflow.hooks import VsearchStoreHook
+
+    def unreachable(conn_id: str) -> object:
+        raise ConnectionError("metadata database unreachable")
+
+    monkeypatch.setattr(VsearchStoreHook, "get_connection", staticmethod(unreachable))
+    with pytest.raises(ConnectionError):
+        VsearchStoreHook().get_store()
 
 
 @pytest.mark.usefixtures("plugins_on_path")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.sample_data import build_snapshot, publish, snapshot_id, unit_vectors
+from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, snapshot_id
 from tests.service.conftest import AUTH, AppFactory, vector_query
 from tests.service.redis_proc import KillableRedis
 from vsearch.snapshots import rollback
@@ -39,7 +39,7 @@ def redis_url(redis_server_for_delta: KillableRedis) -> str:
 
 @pytest.fixture
 def base(local_store: ObjectStore) -> tuple[ObjectStore, np.ndarray]:
-    xb = unit_vectors(N, D, seed=11)
+    xb = sample_vectors(N, D, seed=11)
     publish(
         local_store, build_snapshot(local_store, snapshot_id(1), xb, np.arange(N, dtype="int64"))
     )
@@ -51,7 +51,7 @@ def redis_app(make_app: AppFactory, store: ObjectStore, url: str, name: str, **e
 
 
 def new_vector(seed: int) -> np.ndarray:
-    return unit_vectors(1, D, seed=10_000 + seed)[0]
+    return sample_vectors(1, D, seed=10_000 + seed)[0]
 
 
 def upsert(client: Any, item: int, x: np.ndarray, **meta: Any) -> Any:

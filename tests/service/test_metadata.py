@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.sample_data import build_snapshot, snapshot_id, unit_vectors
+from tests.fixtures.snapshots import build_snapshot, sample_vectors, snapshot_id
 from tests.service.redis_proc import KillableRedis
 from vsearch.metadata import (
     MetadataError,
@@ -41,7 +41,7 @@ def test_load_is_idempotent_and_rows_come_back(
     local_store: ObjectStore, meta_store: MetadataStore
 ) -> None:
     ids = np.arange(50, dtype="int64") + 7
-    m = build_snapshot(local_store, snapshot_id(1), unit_vectors(50, 64, 1), ids)
+    m = build_snapshot(local_store, snapshot_id(1), sample_vectors(50, 64, 1), ids)
     assert load_snapshot_metadata(local_store, m, meta_store) == 50
     assert load_snapshot_metadata(local_store, m, meta_store) == 0
     got = meta_store.get_many([7, 56, 999])
@@ -53,7 +53,7 @@ def test_a_file_that_fails_its_checksum_writes_nothing(
     local_store: ObjectStore, meta_store: MetadataStore
 ) -> None:
     m = build_snapshot(
-        local_store, snapshot_id(1), unit_vectors(10, 64, 1), np.arange(10, dtype="int64")
+        local_store, snapshot_id(1), sample_vectors(10, 64, 1), np.arange(10, dtype="int64")
     )
     ref = m.metadata.files[0]
     data = local_store.get(ref.uri).replace(b'"key"', b'"kex"')

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.app import close_app, create_app
-from service.sample_data import publish_series
+from tests.fixtures.snapshots import publish_series
 from tests.service.conftest import API_KEY, HashEncoder
 from vsearch.storage import LocalStore
 

@@ -9,7 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
-from service.sample_data import build_snapshot, publish, snapshot_id, unit_vectors
+from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, snapshot_id
 from tests.service.conftest import AppFactory, vector_query
 from vsearch.manifest import EncoderInfo
 from vsearch.storage import ObjectStore
@@ -18,7 +18,7 @@ D = 64
 
 
 def flat_snapshot(store: ObjectStore, day: int, n: int = 200, **kw: Any) -> Any:
-    xb = unit_vectors(n, D, seed=day)
+    xb = sample_vectors(n, D, seed=day)
     ids = np.arange(n, dtype="int64") + day * 1_000_000
     m = build_snapshot(store, snapshot_id(day), xb, ids, **kw)
     publish(store, m)
@@ -124,7 +124,7 @@ def ivf_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[ObjectStore, An
     from vsearch.storage import LocalStore
 
     store = LocalStore(tmp_path_factory.mktemp("ivf") / "store")
-    xb = unit_vectors(3000, D, seed=5)
+    xb = sample_vectors(3000, D, seed=5)
     ids = np.arange(3000, dtype="int64") * 3
     m = build_snapshot(store, snapshot_id(1), xb, ids, factory="OPQ8,IVF64,PQ8", nshards=2)
     publish(store, m)

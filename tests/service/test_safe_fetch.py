@@ -155,7 +155,7 @@ def test_the_resolved_address_is_the_one_connected_to(first_hop: Server) -> None
 def test_the_search_api_answers_a_refused_url_with_a_400(
     first_hop: Server, target: Server, local_store: Any, make_app: AppFactory
 ) -> None:
-    from service.sample_data import publish_series
+    from tests.fixtures.snapshots import publish_series
 
     publish_series(local_store, [1], n=50)
     policy = allow_also({("127.0.0.1", first_hop.port)})

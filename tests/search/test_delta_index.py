@@ -6,6 +6,7 @@ import numpy as np
 
 from vsearch.delta import DeltaEntry
 from vsearch.search import DeltaIndex
+from vsearch.watermarks import LOG_ORIGIN
 
 D = 8
 
@@ -68,7 +69,7 @@ def test_compact_drops_folded_entries_and_refuses_older_replays() -> None:
     assert len(index) == 1 and index.upserts == 0
     index.apply([up("15-0", 1, 5)])  # below the floor: already in the snapshot
     assert index.lookup(1, (0, 0)) == "absent"
-    index.reopen("0-0")  # a rollback lowers the floor; the log replays what it needs
+    index.reopen(LOG_ORIGIN)  # a rollback lowers the floor; the log replays what it needs
     index.apply([up("15-0", 1, 5)])
     assert isinstance(index.lookup(1, (0, 0)), np.ndarray)
     slots_before = len(index._ids)

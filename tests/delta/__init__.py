@@ -1,0 +1,1 @@
+"""Tests of vsearch.delta: the delta log on its backends, without the app."""
