@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from vsearch.canonical_json import json_bytes, json_line
 from vsearch.storage import ObjectNotFound, ObjectStore
 
 PREFIX = "embeddings/"
@@ -48,6 +49,11 @@ def partition_keys(snapshot_id: str, index: int) -> PartitionKeys:
     )
 
 
+def encoder_key(snapshot_id: str) -> str:
+    """The encoder's manifest info (``EncoderInfo``), written by the embedding stage."""
+    return f"{PREFIX}{snapshot_id}/encoder.json"
+
+
 @dataclass(frozen=True)
 class PartitionRecord:
     """The commit record of a partition (``part-XXXXX.json``)."""
@@ -71,7 +77,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+    return "".join(json_line(r) for r in rows).encode()
 
 
 def write_partition(
@@ -117,7 +123,7 @@ def write_partition(
         sha256=sha,
         stats=stats or {},
     )
-    store.put(keys.record, (json.dumps(asdict(record), indent=2, sort_keys=True) + "\n").encode())
+    store.put(keys.record, json_bytes(asdict(record)))
     return record
 
 

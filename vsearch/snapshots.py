@@ -21,6 +21,7 @@ import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from vsearch.canonical_json import json_bytes
 from vsearch.manifest import Manifest, ManifestError, check_snapshot_id
 from vsearch.storage import ObjectNotFound, ObjectStore, PreconditionFailed
 
@@ -60,7 +61,7 @@ class Pointer:
     updated_at: str
 
     def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=2) + "\n").encode()
+        return json_bytes(asdict(self))
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ from vsearch.delta.entries import (
     DeltaEntry,
     DeltaWrite,
     Op,
-    format_entry_id,
-    parse_entry_id,
 )
 from vsearch.delta.redis_log import RedisDeltaLog
 from vsearch.delta.sqlite import SQLiteDeltaLog
+from vsearch.watermarks import LOG_ORIGIN, format_entry_id, parse_entry_id
 
 __all__ = [
+    "LOG_ORIGIN",
     "MAX_ITEM_ID",
     "DeltaEntry",
     "DeltaLog",

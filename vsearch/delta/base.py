@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from vsearch.delta.entries import DeltaEntry, DeltaWrite
+from vsearch.watermarks import LOG_ORIGIN
 
 
 class DeltaLog(ABC):
@@ -18,7 +19,7 @@ class DeltaLog(ABC):
         """Append ``writes`` atomically, in order; return them with their ids."""
 
     @abstractmethod
-    def read(self, after: str = "0-0", upto: str | None = None) -> list[DeltaEntry]:
+    def read(self, after: str = LOG_ORIGIN, upto: str | None = None) -> list[DeltaEntry]:
         """Entries with ``after < id <= upto`` (``upto=None``: to the end), in log order."""
 
     @abstractmethod
@@ -27,7 +28,7 @@ class DeltaLog(ABC):
 
     @abstractmethod
     def last_id(self) -> str:
-        """Id of the newest entry ever appended; ``"0-0"`` for an empty log."""
+        """Id of the newest entry ever appended; ``LOG_ORIGIN`` for an empty log."""
 
     @abstractmethod
     def first_id(self) -> str | None:
@@ -48,7 +49,7 @@ class DeltaLog(ABC):
     def trim_to_served(self) -> int:
         """Trim below the oldest watermark still served; nothing when no replica says."""
         oldest = self.oldest_served()
-        if oldest is None or oldest == "0-0":
+        if oldest is None or oldest == LOG_ORIGIN:
             return 0
         return self.trim_below(oldest)
 

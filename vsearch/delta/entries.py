@@ -12,20 +12,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vsearch.watermarks import parse_entry_id
+
 Op = Literal["upsert", "delete"]
 MAX_ITEM_ID = (1 << 63) - 1
-
-
-def parse_entry_id(entry_id: str) -> tuple[int, int]:
-    """``"ms-seq"`` as a tuple that compares in log order; ValueError if malformed."""
-    ms, sep, seq = entry_id.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit():
-        raise ValueError(f"invalid delta entry id {entry_id!r}: expected 'ms-seq'")
-    return int(ms), int(seq)
-
-
-def format_entry_id(ms: int, seq: int) -> str:
-    return f"{ms}-{seq}"
 
 
 @dataclass(frozen=True)

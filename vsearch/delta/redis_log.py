@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from vsearch.delta.base import DeltaLog
-from vsearch.delta.entries import DeltaEntry, DeltaWrite, decode_entry, encode_write, parse_entry_id
+from vsearch.delta.entries import DeltaEntry, DeltaWrite, decode_entry, encode_write
+from vsearch.watermarks import LOG_ORIGIN, parse_entry_id
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class RedisDeltaLog(DeltaLog):
             )
         return out
 
-    def read(self, after: str = "0-0", upto: str | None = None) -> list[DeltaEntry]:
+    def read(self, after: str = LOG_ORIGIN, upto: str | None = None) -> list[DeltaEntry]:
         parse_entry_id(after)
         end = "+" if upto is None else upto
         out: list[DeltaEntry] = []
@@ -95,9 +96,9 @@ class RedisDeltaLog(DeltaLog):
             info = self.client.xinfo_stream(self.key)
         except Exception as e:
             if "no such key" in str(e).lower():
-                return "0-0"
+                return LOG_ORIGIN
             raise
-        return _text(info.get("last-generated-id", b"0-0"))
+        return _text(info.get("last-generated-id", LOG_ORIGIN.encode()))
 
     def first_id(self) -> str | None:
         first = self.client.xrange(self.key, "-", "+", count=1)

@@ -14,9 +14,8 @@ from vsearch.delta.entries import (
     DeltaWrite,
     decode_entry,
     encode_write,
-    format_entry_id,
-    parse_entry_id,
 )
+from vsearch.watermarks import LOG_ORIGIN, format_entry_id, parse_entry_id
 
 
 class SQLiteDeltaLog(DeltaLog):
@@ -81,7 +80,7 @@ class SQLiteDeltaLog(DeltaLog):
             raise
         return entries
 
-    def read(self, after: str = "0-0", upto: str | None = None) -> list[DeltaEntry]:
+    def read(self, after: str = LOG_ORIGIN, upto: str | None = None) -> list[DeltaEntry]:
         a_ms, a_seq = parse_entry_id(after)
         u_ms, u_seq = parse_entry_id(upto) if upto is not None else (1 << 62, 0)
         rows = self._conn().execute(
@@ -104,7 +103,7 @@ class SQLiteDeltaLog(DeltaLog):
 
     def last_id(self) -> str:
         row = self._conn().execute("SELECT ms, seq FROM last").fetchone()
-        return format_entry_id(*row) if row else "0-0"
+        return format_entry_id(*row) if row else LOG_ORIGIN
 
     def first_id(self) -> str | None:
         row = (

@@ -15,13 +15,9 @@ the ids is needed.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import numpy as np
 
 from vsearch.manifest import check_snapshot_id
-from vsearch.storage import ObjectNotFound, ObjectStore
 
 INDEXES = "indexes/"
 # Fixed salt: the shard of an id must not depend on the snapshot or the seed.
@@ -81,20 +77,6 @@ def unit_hash(ids: np.ndarray, seed: int) -> np.ndarray:
     return np.asarray((mix64(ids, seed) >> _U64(11)).astype(np.float64) * 2.0**-53)
 
 
-def put_json(store: ObjectStore, key: str, value: Any) -> str:
-    """Write ``value`` as deterministic JSON (sorted keys); return its sha256."""
-    info = store.put(key, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
-    assert info.sha256 is not None
-    return info.sha256
-
-
-def get_json(store: ObjectStore, key: str) -> Any | None:
-    """The JSON object at ``key``, or None when there is none."""
-    try:
-        data = store.get(key)
-    except ObjectNotFound:
-        return None
-    try:
-        return json.loads(data)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{key} in {store.url} is not valid JSON: {e}") from None
+def run_record_key(snapshot_id: str) -> str:
+    """The run record (``build.json``): what the run decided when it was planned."""
+    return f"{prefix(snapshot_id)}build.json"

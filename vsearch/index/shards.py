@@ -10,17 +10,14 @@ partition plus the shard's index.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from typing import Any
 
 import numpy as np
 
+from vsearch.canonical_json import fingerprint as json_fingerprint
 from vsearch.index.layout import (
-    get_json,
-    put_json,
     shard_key,
     shard_of,
     shard_record_key,
@@ -29,7 +26,7 @@ from vsearch.index.layout import (
 from vsearch.index.structure import get_index, put_index, refine_store_bytes
 from vsearch.index.train import read_trained_record
 from vsearch.index.vectors import inventory, iter_vectors
-from vsearch.storage import ObjectNotFound, ObjectStore
+from vsearch.storage import ObjectNotFound, ObjectStore, get_json, put_json
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +50,7 @@ def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) 
     trained = read_trained_record(store, snapshot_id)
     inv = inventory(store, snapshot_id)
     inputs = {"trained": trained["sha256"], "partitions": inv.fingerprint(), "nshards": nshards}
-    fingerprint = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    fingerprint = json_fingerprint(inputs)
     key, record_key = shard_key(snapshot_id, shard), shard_record_key(snapshot_id, shard)
     record = get_json(store, record_key)
     if record and record["input_fingerprint"] == fingerprint and _intact(store, record):

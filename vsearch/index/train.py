@@ -15,15 +15,14 @@ shards were built from.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from typing import Any, Literal
 
 import numpy as np
 
-from vsearch.index.layout import get_json, put_json, trained_key, trained_record_key
+from vsearch.canonical_json import fingerprint as json_fingerprint
+from vsearch.index.layout import trained_key, trained_record_key
 from vsearch.index.spec import (
     DEFAULT_K_FACTOR,
     IndexSpec,
@@ -33,7 +32,7 @@ from vsearch.index.spec import (
 )
 from vsearch.index.structure import layers, put_index
 from vsearch.index.vectors import Inventory, inventory, iter_vectors, training_sample
-from vsearch.storage import ObjectStore
+from vsearch.storage import ObjectStore, get_json, put_json
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +115,9 @@ def train_index(
         "seed": seed,
         "nq": nq,
         "n_train": n_train,
+        "nshards": nshards,
     }
-    fingerprint = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    fingerprint = json_fingerprint(inputs)
     key, record_key = trained_key(snapshot_id), trained_record_key(snapshot_id)
     record = get_json(store, record_key)
     if record and record["input_fingerprint"] == fingerprint and _intact(store, key, record):
@@ -147,6 +147,7 @@ def train_index(
             "spec": spec.to_dict(),
             "seed": seed,
             "nq": nq,
+            "nshards": nshards,
             "n_train": sample_size,
             "sha256": info.sha256,
             "bytes": info.size,

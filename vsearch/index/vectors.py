@@ -6,14 +6,13 @@ so a shard build or the ground truth streams over any number of vectors.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from vsearch.canonical_json import fingerprint
 from vsearch.index.layout import unit_hash
 from vsearch.partitions import PartitionRecord, list_partitions, partition_keys, read_record
 from vsearch.storage import ObjectNotFound, ObjectStore
@@ -44,10 +43,7 @@ class Inventory:
 
     def fingerprint(self) -> str:
         """Changes whenever any committed partition's content does."""
-        sha = hashlib.sha256()
-        for r in self.records:
-            sha.update(json.dumps([r.index, r.count, r.sha256], sort_keys=True).encode())
-        return sha.hexdigest()
+        return fingerprint([[r.index, r.count, r.sha256] for r in self.records])
 
 
 def inventory(store: ObjectStore, snapshot_id: str) -> Inventory:

@@ -25,7 +25,8 @@ state is never mutated while serving.
 from vsearch.search.delta_index import DeltaIndex
 from vsearch.search.fanout import MAX_OVERFETCH, SnapshotSearcher
 from vsearch.search.shards import ShardSearcher
-from vsearch.search.types import Hit, Source, Watermark, nprobe_for_recall
+from vsearch.search.types import Hit, Source, nprobe_for_recall
+from vsearch.watermarks import Watermark
 
 __all__ = [
     "MAX_OVERFETCH",

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vsearch.delta import DeltaEntry, parse_entry_id
-from vsearch.search.types import Watermark
+from vsearch.delta import DeltaEntry
+from vsearch.watermarks import Watermark, parse_entry_id
 
 log = logging.getLogger(__name__)
 

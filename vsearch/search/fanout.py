@@ -9,7 +9,8 @@ import numpy as np
 
 from vsearch.search.delta_index import DeltaIndex
 from vsearch.search.shards import ShardSearcher
-from vsearch.search.types import Hit, Watermark
+from vsearch.search.types import Hit
+from vsearch.watermarks import Watermark
 
 # Base over-fetch for hidden items, before widening: keeps k_base (and faiss's heap) small.
 MAX_OVERFETCH = 256

@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-# A delta-log entry id as (ms, seq): the served snapshot's watermark compares with it.
-Watermark = tuple[int, int]
 Source = Literal["base", "delta"]
 
 

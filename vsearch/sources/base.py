@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from vsearch.canonical_json import fingerprint
 
 # Metadata key a source sets on an item it could not produce (failed download,
 # sample without an image): the embedding stage records the reason and moves on.
@@ -54,7 +54,7 @@ def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
 
 def digest(*parts: Any) -> str:
     """sha256 of the JSON of ``parts``: a fingerprint of small, JSON-able values."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return fingerprint(parts)
 
 
 def check_spec(spec: PartitionSpec, uri: str, kind: str) -> None:

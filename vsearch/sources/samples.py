@@ -13,12 +13,13 @@ and a label (``{stem}.json``), the layout the directory source reads.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from vsearch.canonical_json import json_line
 
 CLASSES = (
     "red-disc",
@@ -121,8 +122,6 @@ def write_sample_images(directory: str | Path, n: int) -> list[Path]:
         path = folder / f"{index:05d}.jpg"
         image.save(path, format="JPEG", quality=90)
         (folder / f"{index:05d}.txt").write_text(_CAPTIONS[label] + "\n")
-        (folder / f"{index:05d}.json").write_text(
-            json.dumps({"label": label, "sample": index}, sort_keys=True) + "\n"
-        )
+        (folder / f"{index:05d}.json").write_text(json_line({"label": label, "sample": index}))
         paths.append(path)
     return paths

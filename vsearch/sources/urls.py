@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from vsearch.canonical_json import json_bytes
 from vsearch.sources.base import FAILED, Item, PartitionSpec, SourceError, chunk_bounds, digest
 from vsearch.sources.fetch import Fetcher, FetchFailed, FetchOptions
 from vsearch.sources.webdataset import ShardWriter, iter_samples
@@ -179,7 +180,7 @@ class UrlListSource:
             "failures": failures, "elapsed_s": round(time.monotonic() - started, 3),
         }  # fmt: skip
         self.store.put(tar_key, writer.getvalue())
-        self.store.put(stats_key, (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
+        self.store.put(stats_key, json_bytes(stats))
         log.info("fetched %s: %d ok, %d failed %s", tar_key, stats["ok"], stats["failed"],
                  stats["reasons"])  # fmt: skip
         return stats

@@ -14,6 +14,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
+from vsearch.canonical_json import json_line
 from vsearch.sources.base import FAILED, Item
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class ShardWriter:
         self._member(f"{key}.jpg", image)
         if caption is not None:
             self._member(f"{key}.txt", caption.encode("utf-8"))
-        self._member(f"{key}.json", json.dumps(metadata, sort_keys=True).encode("utf-8"))
+        self._member(f"{key}.json", json_line(metadata).encode("utf-8"))
         self.count += 1
 
     def _member(self, name: str, data: bytes) -> None:

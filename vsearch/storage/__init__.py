@@ -13,6 +13,7 @@ from vsearch.storage.base import (
     PreconditionFailed,
     StoreError,
 )
+from vsearch.storage.json_objects import get_json, put_if_changed, put_json, put_json_if_changed
 from vsearch.storage.local import LocalStore
 
 __all__ = [
@@ -23,7 +24,11 @@ __all__ = [
     "ObjectStore",
     "PreconditionFailed",
     "StoreError",
+    "get_json",
     "open_store",
+    "put_if_changed",
+    "put_json",
+    "put_json_if_changed",
 ]
 
 
