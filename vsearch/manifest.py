@@ -2,8 +2,9 @@
 
 A manifest is immutable once written (``manifests/{snapshot_id}.json``) and
 describes one complete, recall-checked snapshot. JSON (de)serialisation is
-strict: an unknown or missing field, a wrong type or an out-of-range value is a
-``ManifestError`` that names the field (``manifest.shards[2].sha256``).
+strict (``vsearch.strict_json``): an unknown or missing field, a wrong type or
+an out-of-range value is a ``ManifestError`` that names the field
+(``manifest.shards[2].sha256``).
 
 Snapshot ids sort chronologically: ``YYYYMMDDTHHMMSSZ`` from the run's logical
 date, optionally followed by ``-tag`` parts (``20261121T000000Z-compact1``).
@@ -11,14 +12,14 @@ date, optionally followed by ``-tag`` parts (``20261121T000000Z-compact1``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from vsearch.strict_json import FieldError, StrictDecoder, encode
 
 SCHEMA_VERSION = 1
 SNAPSHOT_ID_RE = re.compile(r"^\d{8}T\d{6}Z(?:-[A-Za-z0-9]+)*$")
@@ -26,12 +27,15 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _WATERMARK_RE = re.compile(r"^\d+-\d+$")
 
 
-class ManifestError(ValueError):
+class ManifestError(FieldError):
     """A manifest does not match the schema; ``field`` is the dotted path of the culprit."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+        super().__init__(field, message)
+
+
+# Every field required, none unknown; an int in a float field is read as a float.
+_DECODER = StrictDecoder(ManifestError, int_as_float=True)
 
 
 def _check(ok: bool, name: str, message: str) -> None:
@@ -148,7 +152,8 @@ class Manifest:
     shards: tuple[ShardInfo, ...]
     metadata: MetadataInfo
     recall: RecallInfo
-    # The delta-log position ("ms-seq") folded into this snapshot; "0-0" for none.
+    # The delta-log position ("ms-seq") folded into this snapshot; LOG_ORIGIN ("0-0"),
+    # see vsearch.watermarks, for none.
     delta_watermark: str
     lineage: Lineage
 
@@ -188,7 +193,7 @@ class Manifest:
         return refs
 
     def to_dict(self) -> dict[str, Any]:
-        return typing.cast(dict[str, Any], _dump(self))
+        return typing.cast(dict[str, Any], encode(self))
 
     def to_json(self) -> bytes:
         """Deterministic bytes: the same manifest always serialises the same way."""
@@ -196,7 +201,7 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:
-        return typing.cast(Manifest, _load(cls, data, "manifest"))
+        return _DECODER.decode(cls, data, "manifest")
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:
@@ -205,67 +210,3 @@ class Manifest:
         except json.JSONDecodeError as e:
             raise ManifestError("manifest", f"not valid JSON: {e}") from None
         return cls.from_dict(data)
-
-
-def _json_name(f: dataclasses.Field[Any]) -> str:
-    return str(f.metadata.get("json", f.name))
-
-
-def _dump(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {_json_name(f): _dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple):
-        return [_dump(v) for v in value]
-    return value
-
-
-def _load(tp: Any, data: Any, path: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union or isinstance(tp, types.UnionType):
-        if data is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _load(inner, data, path)
-    if origin is Literal:
-        if data not in args:
-            raise ManifestError(path, f"expected one of {list(args)}, got {data!r}")
-        return data
-    if origin is tuple:
-        if not isinstance(data, list):
-            raise ManifestError(path, f"expected a list, got {_kind(data)}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_load(args[0], v, f"{path}[{i}]") for i, v in enumerate(data))
-        if len(data) != len(args):
-            raise ManifestError(path, f"expected {len(args)} items, got {len(data)}")
-        pairs = enumerate(zip(args, data, strict=True))
-        return tuple(_load(a, v, f"{path}[{i}]") for i, (a, v) in pairs)
-    if dataclasses.is_dataclass(tp):
-        return _load_dataclass(tp, data, path)
-    if tp is float and isinstance(data, int | float) and not isinstance(data, bool):
-        return float(data)
-    if tp in (int, str, bool) and type(data) is tp:
-        return data
-    raise ManifestError(path, f"expected {getattr(tp, '__name__', tp)}, got {_kind(data)}")
-
-
-def _load_dataclass(cls: Any, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise ManifestError(path, f"expected an object, got {_kind(data)}")
-    hints = typing.get_type_hints(cls)
-    fields = {_json_name(f): f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ManifestError(f"{path}.{unknown[0]}", "unknown field")
-    values = {}
-    for json_name, f in fields.items():
-        if json_name not in data:
-            raise ManifestError(f"{path}.{json_name}", "missing field")
-        values[f.name] = _load(hints[f.name], data[json_name], f"{path}.{json_name}")
-    try:
-        return cls(**values)
-    except ManifestError as e:
-        raise ManifestError(f"{path}.{e.field}", str(e).split(": ", 1)[1]) from None
-
-
-def _kind(data: Any) -> str:
-    return "null" if data is None else type(data).__name__

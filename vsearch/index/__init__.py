@@ -13,13 +13,20 @@ importing this package stays cheap for the CLI and DAG parsing.
 
 from __future__ import annotations
 
-from vsearch.index.build import build_snapshot
 from vsearch.index.publish import (
     build_manifest,
     created_at_for,
     lineage_from_partitions,
     previous_snapshot_for,
     publish_built_snapshot,
+)
+from vsearch.index.report import (
+    REPORT_VERSION,
+    ReportError,
+    ValidationReport,
+    format_report,
+    read_report,
+    write_report,
 )
 from vsearch.index.shards import DuplicateIds, build_shard
 from vsearch.index.spec import IndexSpec, SpecError, choose_spec, spec_from_factory
@@ -28,22 +35,27 @@ from vsearch.index.train import GpuUnavailable, train_index
 from vsearch.index.validate import RecallGateFailed, validate_snapshot, write_text_queries
 
 __all__ = [
+    "REPORT_VERSION",
     "DuplicateIds",
     "GpuUnavailable",
     "IndexSpec",
     "RecallGateFailed",
+    "ReportError",
     "SpecError",
+    "ValidationReport",
     "build_manifest",
     "build_shard",
-    "build_snapshot",
     "choose_spec",
     "created_at_for",
+    "format_report",
     "lineage_from_partitions",
     "previous_snapshot_for",
     "publish_built_snapshot",
+    "read_report",
     "search_params",
     "spec_from_factory",
     "train_index",
     "validate_snapshot",
+    "write_report",
     "write_text_queries",
 ]

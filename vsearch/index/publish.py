@@ -9,9 +9,9 @@ rule requires. ``created_at`` defaults to the time the snapshot id names.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-from vsearch.index.layout import get_json, report_key
+from vsearch.index.layout import report_key
+from vsearch.index.report import read_report
 from vsearch.index.validate import RecallGateFailed
 from vsearch.index.vectors import inventory
 from vsearch.manifest import (
@@ -28,7 +28,8 @@ from vsearch.manifest import (
 )
 from vsearch.partitions import partition_keys
 from vsearch.snapshots import PublishResult, list_snapshots, publish_snapshot
-from vsearch.storage import ObjectNotFound, ObjectStore
+from vsearch.storage import ObjectStore
+from vsearch.watermarks import LOG_ORIGIN
 
 
 def created_at_for(snapshot_id: str) -> str:
@@ -60,15 +61,6 @@ def lineage_from_partitions(
     return Lineage(dag_id, run_id, sources, inv.n, inv.failures)
 
 
-def read_report(store: ObjectStore, snapshot_id: str) -> dict[str, Any]:
-    report = get_json(store, report_key(snapshot_id))
-    if report is None:
-        raise ObjectNotFound(
-            f"{snapshot_id} has no {report_key(snapshot_id)}; validate the snapshot first"
-        )
-    return dict(report)
-
-
 def build_manifest(
     store: ObjectStore,
     snapshot_id: str,
@@ -76,60 +68,52 @@ def build_manifest(
     encoder: EncoderInfo,
     lineage: Lineage,
     previous_snapshot_id: str | None = None,
-    delta_watermark: str = "0-0",
+    delta_watermark: str = LOG_ORIGIN,
     created_at: str | None = None,
 ) -> Manifest:
     """The manifest of a validated snapshot; raises RecallGateFailed if its gate failed."""
     report = read_report(store, snapshot_id)
-    key = report_key(snapshot_id)
-    if not report["gate"]["passed"]:
+    if not report.gate.passed:
         raise RecallGateFailed(
-            f"{snapshot_id}: not publishable, recall gate failed: {report['gate']['reason']}", key
+            f"{snapshot_id}: not publishable, recall gate failed: {report.gate.reason}",
+            report_key(snapshot_id),
         )
-    spec = report["spec"]
-    if encoder.dim != spec["d"]:
-        raise ValueError(f"encoder dim {encoder.dim} != indexed vectors' dim {spec['d']}")
-    trained = report["trained"]
+    spec, trained = report.spec, report.trained
+    if encoder.dim != spec.d:
+        raise ValueError(f"encoder dim {encoder.dim} != indexed vectors' dim {spec.d}")
     index = IndexInfo(
-        factory=spec["factory"],
-        nlist=spec["nlist"],
-        m=spec["m"],
-        nbits=spec["nbits"],
-        opq=spec["opq"],
-        refine=spec["refine"],
-        default_nprobe=report["default_nprobe"],
-        trained=ObjectRef(trained["uri"], trained["sha256"], trained["bytes"]),
+        factory=spec.factory,
+        nlist=spec.nlist,
+        m=spec.m,
+        nbits=spec.nbits,
+        opq=spec.opq,
+        refine=spec.refine,
+        default_nprobe=report.default_nprobe,
+        trained=ObjectRef(trained.uri, trained.sha256, trained.bytes),
     )
-    shards = tuple(
-        ShardInfo(
-            s["uri"],
-            s["sha256"],
-            s["bytes"],
-            s["ntotal"],
-            (int(s["id_range"][0]), int(s["id_range"][1])),
-        )
-        for s in report["shards"]
-    )
+    shards = tuple(ShardInfo(s.uri, s.sha256, s.bytes, s.ntotal, s.id_range) for s in report.shards)
     inv = inventory(store, snapshot_id)
     files = []
     for record in inv.records:
         meta = partition_keys(snapshot_id, record.index).meta
         files.append(ObjectRef(meta, record.sha256[meta], store.head(meta).size))
-    text = report["recall"].get("text_to_image")
+    text = report.recall.text_to_image
     return Manifest(
         schema_version=SCHEMA_VERSION,
         snapshot_id=snapshot_id,
         created_at=created_at or created_at_for(snapshot_id),
         previous_snapshot_id=previous_snapshot_id,
         encoder=encoder,
-        metric=report["metric"],
+        metric=report.metric,
         index=index,
         shards=shards,
         metadata=MetadataInfo(tuple(files), inv.n),
         recall=RecallInfo(
-            image_to_image_at_10=report["recall"]["image_to_image"]["recall@10"],
-            text_to_image_at_10=None if text is None else text["recall@10"],
-            curve=tuple((int(p), float(r), float(ms)) for p, r, ms in report["curve"]),
+            image_to_image_at_10=report.recall.image_to_image.recall_at_10,
+            text_to_image_at_10=None if text is None else text.recall_at_10,
+            curve=tuple(
+                (p.nprobe, float(p.recall_at_10), float(p.ms_per_query)) for p in report.curve
+            ),
         ),
         delta_watermark=delta_watermark,
         lineage=lineage,
@@ -143,7 +127,7 @@ def publish_built_snapshot(
     encoder: EncoderInfo,
     lineage: Lineage,
     previous_snapshot_id: str | None = None,
-    delta_watermark: str = "0-0",
+    delta_watermark: str = LOG_ORIGIN,
     force: bool = False,
     created_at: str | None = None,
 ) -> PublishResult:
