@@ -10,13 +10,12 @@ from __future__ import annotations
 import hmac
 import time
 
-import numpy as np
 from flask import Blueprint, Request, Response, jsonify, request
 
 from service.errors import ApiError
-from service.inputs import ItemInput, json_object, parse_ids, parse_items
-from service.registry import LoadedSnapshot, NotReady
-from service.search_api import prepare_vector
+from service.input_vectors import input_vector
+from service.inputs import json_object, parse_ids, parse_items
+from service.registry import NotReady
 from service.state import ServiceState, get_state
 from vsearch.delta import DeltaEntry, DeltaWrite
 
@@ -33,16 +32,6 @@ def require_api_key(state: ServiceState, req: Request) -> None:
         given = auth[len("Bearer ") :]
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise ApiError(401, "unauthorized", "a valid API key is required (X-API-Key or Bearer)")
-
-
-def item_vector(state: ServiceState, snap: LoadedSnapshot, item: ItemInput) -> np.ndarray:
-    if item.kind == "vector":
-        x = item.value
-    elif item.kind == "image":
-        x = state.embedder.image_bytes(item.value)
-    else:
-        x = state.embedder.image_url(item.value)
-    return prepare_vector(np.asarray(x, "float32"), snap, f"item {item.id}")
 
 
 def _append(state: ServiceState, writes: list[DeltaWrite]) -> list[DeltaEntry]:
@@ -71,10 +60,17 @@ def upsert() -> tuple[Response, int]:
     require_api_key(state, request)
     items = parse_items(json_object(request), state.settings.max_upsert_items)
     with state.registry.lease() as snap:
-        writes = [
-            DeltaWrite("upsert", item.id, item_vector(state, snap, item), item.metadata)
-            for item in items
-        ]
+        writes = []
+        for item in items:  # vectors, images or image URLs: never an id
+            x = input_vector(
+                item.kind,
+                item.value,
+                snap,
+                embedder=state.embedder,
+                delta=None,
+                what=f"item {item.id}",
+            )
+            writes.append(DeltaWrite("upsert", item.id, x, item.metadata))
     return _answer(state, _append(state, writes), started, "upsert")
 
 

@@ -13,6 +13,17 @@ lifecycle around it.
 A snapshot is refused — and the old one keeps serving — when an object fails
 its checksum, its encoder differs from the service's (or, with no encoder, from
 the first snapshot served), or it would not fit the memory budget.
+
+Others follow the lifecycle through listeners, each called in registration
+order (those given to the constructor first, then those added):
+
+- *swap listeners* ``(old, new)`` run before ``new`` becomes visible, outside
+  the lock: a request can reach ``new`` only once every one has returned (the
+  replica readies its delta index for ``new``'s watermark here). One that
+  raises stops the swap; the old snapshot keeps serving and the error goes to
+  the caller of ``swap``/``refresh``.
+- *release listeners* ``(snapshot)`` run after a retired snapshot is closed,
+  i.e. once no request holds a lease on it.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +53,19 @@ from vsearch.storage import ObjectStore
 __all__ = [
     "LoadedSnapshot",
     "NotReady",
+    "ReleaseListener",
     "SnapshotRefused",
     "SnapshotRegistry",
+    "SwapListener",
     "default_memory_budget",
 ]
 
 log = logging.getLogger(__name__)
+
+# (old, new): called before ``new`` is served; ``old`` is None for the first snapshot.
+SwapListener = Callable[[LoadedSnapshot | None, LoadedSnapshot], None]
+# (snapshot): called once a retired snapshot is closed.
+ReleaseListener = Callable[[LoadedSnapshot], None]
 
 
 class NotReady(Exception):
@@ -65,8 +83,8 @@ class SnapshotRegistry:
         memory_budget_bytes: int,
         shard_threads: int = 2,
         max_batch: int = 32,
-        on_swap: Callable[[LoadedSnapshot | None, LoadedSnapshot], None] | None = None,
-        on_release: Callable[[LoadedSnapshot], None] | None = None,
+        swap_listeners: Iterable[SwapListener] = (),
+        release_listeners: Iterable[ReleaseListener] = (),
         on_refusal: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store, self.metadata = store, metadata
@@ -74,7 +92,9 @@ class SnapshotRegistry:
         self.encoder_info = encoder_info
         self.memory_budget_bytes = memory_budget_bytes
         self.shard_threads, self.max_batch = shard_threads, max_batch
-        self.on_swap, self.on_release, self.on_refusal = on_swap, on_release, on_refusal
+        self.on_refusal = on_refusal
+        self._swap_listeners: list[SwapListener] = list(swap_listeners)
+        self._release_listeners: list[ReleaseListener] = list(release_listeners)
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._current: LoadedSnapshot | None = None
@@ -83,6 +103,16 @@ class SnapshotRegistry:
         self.refusal: dict[str, Any] | None = None  # the last refusal while CURRENT names it
         self.last_error: str | None = None  # a transient failure (store unreachable…)
         self.swaps = 0
+
+    def add_swap_listener(self, listener: SwapListener) -> None:
+        """Call ``listener(old, new)`` before each swap, after those already registered."""
+        with self._lock:
+            self._swap_listeners.append(listener)
+
+    def add_release_listener(self, listener: ReleaseListener) -> None:
+        """Call ``listener(snapshot)`` once a retired snapshot is closed, after the others."""
+        with self._lock:
+            self._release_listeners.append(listener)
 
     @property
     def current(self) -> LoadedSnapshot | None:
@@ -181,9 +211,11 @@ class SnapshotRegistry:
         )
 
     def swap(self, new: LoadedSnapshot) -> None:
-        """Make ``new`` the live snapshot; ``on_swap`` runs just before (delta preparation)."""
-        if self.on_swap:
-            self.on_swap(self._current, new)
+        """Make ``new`` the live snapshot, once every swap listener has run (in order)."""
+        with self._lock:
+            listeners, serving = tuple(self._swap_listeners), self._current
+        for listener in listeners:
+            listener(serving, new)
         with self._lock:
             old, self._current = self._current, new
             self.swaps += 1
@@ -204,10 +236,11 @@ class SnapshotRegistry:
             snap.closed = True
             if snap in self._retired:
                 self._retired.remove(snap)
+            listeners = tuple(self._release_listeners)
         snap.searcher.close()
         log.info("released %s", snap.snapshot_id)
-        if self.on_release:
-            self.on_release(snap)
+        for listener in listeners:
+            listener(snap)
 
     def live_watermarks(self) -> list[Watermark]:
         """Watermarks of every snapshot still in use (the current and leased old ones)."""

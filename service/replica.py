@@ -13,6 +13,11 @@ before the request returns: it is visible to the next search on this replica.
 After a swap, delta entries at or below the new watermark are dropped once no
 request uses an older snapshot; a swap to a lower watermark (rollback) replays
 the log above it.
+
+The replica follows the registry's swaps through two listeners that whoever
+builds both registers (``service.state.build_state``): ``prepare_delta`` as a
+swap listener, first, so that the delta index is ready for a snapshot before
+any request can reach it, and ``compact_delta`` as a release listener.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Callable, Sequence
 from service.registry import LoadedSnapshot, SnapshotRegistry
 from vsearch.delta import DeltaEntry, DeltaLog, DeltaWrite, format_entry_id, parse_entry_id
 from vsearch.search import DeltaIndex
+from vsearch.watermarks import LOG_ORIGIN
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +50,20 @@ class Replica:
         self.watch_interval_s = watch_interval_s
         self.on_applied = on_applied
         self.delta: DeltaIndex | None = None
-        self._cursor = "0-0"  # the newest log entry the tailer has read
+        self._cursor = LOG_ORIGIN  # the newest log entry the tailer has read
         self._delta_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        registry.on_swap = self._on_swap
-        registry.on_release = self._on_release
 
     # -- snapshots -------------------------------------------------------
 
-    def _on_swap(self, old: LoadedSnapshot | None, new: LoadedSnapshot) -> None:
+    def prepare_delta(self, old: LoadedSnapshot | None, new: LoadedSnapshot) -> None:
+        """Swap listener: ready the delta index for ``new`` before it is served.
+
+        The first snapshot creates the index and replays the log above its
+        watermark; a swap to a lower watermark (rollback) reopens it there and
+        replays up to what the tailer has read.
+        """
         with self._delta_lock:
             if self.delta is None:
                 self.delta = DeltaIndex(new.dim, new.manifest.metric)
@@ -69,7 +79,11 @@ class Replica:
         """Read the log above ``after`` into the delta index (startup, rollback)."""
         assert self.delta is not None
         first = self.log.first_id()
-        if first is not None and after != "0-0" and parse_entry_id(first) > parse_entry_id(after):
+        if (
+            first is not None
+            and after != LOG_ORIGIN
+            and parse_entry_id(first) > parse_entry_id(after)
+        ):
             log.warning(
                 "delta log starts at %s, after %s: writes in between may have been "
                 "trimmed (they are in newer snapshots only)",
@@ -81,8 +95,8 @@ class Replica:
         if entries and upto is None:
             self._cursor = max(self._cursor, entries[-1].id, key=parse_entry_id)
 
-    def _on_release(self, released: LoadedSnapshot) -> None:
-        """An old snapshot is gone: drop delta entries every live snapshot has folded in."""
+    def compact_delta(self, released: LoadedSnapshot) -> None:
+        """Release listener: drop the delta entries every live snapshot has folded in."""
         marks = self.registry.live_watermarks()
         if self.delta is not None and marks:
             dropped = self.delta.compact(format_entry_id(*min(marks)))

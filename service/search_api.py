@@ -5,63 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
-from service.errors import ApiError
+from service.input_vectors import input_vector
 from service.inputs import SearchRequest, finite_or_none, parse_search
 from service.registry import LoadedSnapshot
-from service.state import ServiceState, get_state
-from vsearch.search import DeltaIndex, nprobe_for_recall
+from service.state import get_state
+from vsearch.search import nprobe_for_recall
 
 bp = Blueprint("search", __name__)
-
-
-def prepare_vector(x: np.ndarray, snap: LoadedSnapshot, what: str) -> np.ndarray:
-    """Check the dimension; L2-normalise when the snapshot's encoder does."""
-    if x.shape != (snap.dim,):
-        raise ApiError(
-            400, "wrong_dimension", f"{what} has {x.size} values; the index has dim {snap.dim}"
-        )
-    x = np.ascontiguousarray(x, "float32")
-    if snap.manifest.encoder.normalized:
-        norm = float(np.linalg.norm(x))
-        if not np.isfinite(norm) or norm == 0:
-            raise ApiError(400, "invalid_vector", f"{what} has zero (or overflowing) length")
-        x = x / norm
-    return x
-
-
-def vector_of_item(snap: LoadedSnapshot, delta: DeltaIndex, item: int) -> np.ndarray:
-    """The stored vector of ``item`` (delta first, then the base shards), for ``id`` queries."""
-    found = delta.lookup(item, snap.watermark)
-    if isinstance(found, np.ndarray):
-        return found
-    if found == "deleted":
-        raise ApiError(404, "item_not_found", f"item {item} was deleted")
-    for info, shard in zip(snap.manifest.shards, snap.searcher.shards, strict=True):
-        if info.id_range[0] <= item <= info.id_range[1]:
-            try:
-                return np.asarray(shard.index.reconstruct(item), "float32")
-            except RuntimeError:
-                continue
-    raise ApiError(404, "item_not_found", f"item {item} is not in snapshot {snap.snapshot_id}")
-
-
-def query_vector(
-    state: ServiceState, snap: LoadedSnapshot, delta: DeltaIndex, q: SearchRequest
-) -> np.ndarray:
-    if q.kind == "vector":
-        x = q.value
-    elif q.kind == "id":
-        x = vector_of_item(snap, delta, q.value)
-    elif q.kind == "text":
-        x = state.embedder.text(q.value)
-    elif q.kind == "image":
-        x = state.embedder.image_bytes(q.value)
-    else:
-        x = state.embedder.image_url(q.value)
-    return prepare_vector(np.asarray(x, "float32"), snap, q.kind)
 
 
 def choose_nprobe(snap: LoadedSnapshot, q: SearchRequest) -> int | None:
@@ -88,7 +40,8 @@ def search() -> tuple[Response, int]:
     with state.registry.lease() as snap:
         delta = state.replica.delta
         assert delta is not None  # created before the first snapshot is swapped in
-        xq = query_vector(state, snap, delta, q)[None, :]
+        x = input_vector(q.kind, q.value, snap, embedder=state.embedder, delta=delta, what=q.kind)
+        xq = x[None, :]
         t2 = time.perf_counter()
         nprobe = choose_nprobe(snap, q)
         timings: dict[str, float] = {}

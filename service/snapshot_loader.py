@@ -21,6 +21,7 @@ from vsearch.manifest import EncoderInfo, Manifest
 from vsearch.metadata import MetadataError, MetadataStore, load_snapshot_metadata
 from vsearch.search import ShardSearcher, SnapshotSearcher, Watermark
 from vsearch.storage import ObjectStore
+from vsearch.watermarks import LOG_ORIGIN
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class LoadedSnapshot:
     closed: bool = False
     load_seconds: float = 0.0
     # The log is kept from here on: min(own watermark, the rollback target's watermark).
-    retain_from: str = "0-0"
+    retain_from: str = LOG_ORIGIN
     loaded_at: float = field(default_factory=time.time)
 
     @property

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from flask import Flask, current_app
@@ -117,7 +118,12 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
         watch_interval_s=settings.watch_interval_s,
         on_applied=metrics.observe_applied,
     )
-    _track_swaps(registry, replica, metrics)
+    # Swap listeners run in this order before a snapshot is served: the delta index must be
+    # ready for its watermark (created, or rolled back and replayed) before any request can
+    # reach it; the metrics then record the snapshot about to serve.
+    registry.add_swap_listener(replica.prepare_delta)
+    registry.add_swap_listener(partial(_record_swap, metrics))
+    registry.add_release_listener(replica.compact_delta)
     metrics.track_delta(
         lambda: len(replica.delta) if replica.delta is not None else 0,
         lambda: replica.delta.upserts if replica.delta is not None else 0,
@@ -147,14 +153,8 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
     )
 
 
-def _track_swaps(registry: SnapshotRegistry, replica: Replica, metrics: ServiceMetrics) -> None:
-    prepare: Callable[[LoadedSnapshot | None, LoadedSnapshot], None] | None = registry.on_swap
-
-    def on_swap(old: LoadedSnapshot | None, new: LoadedSnapshot) -> None:
-        if prepare is not None:
-            prepare(old, new)
-        metrics.swaps.inc()
-        metrics.set_snapshot(new.snapshot_id, new.manifest.ntotal)
-        metrics.load_seconds.observe(new.load_seconds)
-
-    registry.on_swap = on_swap
+def _record_swap(metrics: ServiceMetrics, old: LoadedSnapshot | None, new: LoadedSnapshot) -> None:
+    """Swap listener: count the swap and show the snapshot about to serve."""
+    metrics.swaps.inc()
+    metrics.set_snapshot(new.snapshot_id, new.manifest.ntotal)
+    metrics.load_seconds.observe(new.load_seconds)
