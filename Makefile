@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 # The main job: sample images -> Airflow build DAG -> query service -> queries.
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	scripts/demo.sh $(DEMO_DIR)
+	$(VENV)/bin/vsearch demo --dir $(DEMO_DIR)
 
 # pytest exits 5 when it collects nothing; that is not a failure of the suite.
 test: $(STAMP)

@@ -59,6 +59,8 @@ class Settings:
     embed_batch_size: int = 64
     # Decode threads beside the model; 0 means one per CPU core (at most 16).
     embed_workers: int = 0
+    # Stored vector precision: float32, or float16 (half the disk, same index).
+    embed_dtype: str = "float32"
     # Image files per partition (directories, prefixes of loose images).
     partition_size: int = 10000
     # URL lists: rows per shard, parallel downloads, per-read timeout, retries,

@@ -1,8 +1,8 @@
 """The embedding stage's partition worker: items in, one committed embedding partition out.
 
-``embed_partition`` is the one function behind every caller: Airflow's mapped
-task (through ``embed_source_partition``, which takes only JSON-able arguments),
-``vsearch embed`` and the tests. Decoding and resizing run in a thread pool
+``embed_partition`` is the worker behind the ``embed`` stage
+(``vsearch.stages.embed``), which Airflow's mapped task, ``vsearch embed`` and the
+tests call. Decoding and resizing run in a thread pool
 (Pillow releases the GIL while it decodes and resamples) a few batches ahead of
 the model, so the model rarely waits; on a GPU each batch is copied from pinned
 memory. Items that cannot be embedded (undecodable, rejected, failed upstream,
@@ -22,17 +22,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from vsearch.encoders import Encoder, PixelEncoder, load_encoder
+from vsearch.encoders import Encoder, PixelEncoder
 from vsearch.ids import ID_SCHEME, IdAllocator, IdCollision
 from vsearch.imaging import DEFAULT_MAX_PIXELS, ImageRejected, decode_image
 from vsearch.partitions import PartitionRecord, read_record, write_partition
-from vsearch.sources import FAILED, Item, PartitionSpec, open_source
+from vsearch.sources import FAILED, Item
 from vsearch.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -273,42 +271,3 @@ def _committed(
         log.info("partition %d of %s is already done; nothing to do", index, snapshot_id)
         return record
     return None
-
-
-@lru_cache(maxsize=2)
-def _cached_encoder(spec: str, device: str | None) -> Encoder:
-    return load_encoder(spec, device=device)
-
-
-def embed_source_partition(
-    store: ObjectStore,
-    snapshot_id: str,
-    source_uri: str,
-    spec: PartitionSpec,
-    encoder_spec: str,
-    *,
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    device: str | None = None,
-    dtype: str = "float32",
-    source_options: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """``embed_partition`` with JSON-able arguments and result, for Airflow's ``.expand``.
-
-    ``spec`` is one of ``open_source(source_uri).partitions()``; its ``index`` is
-    the partition number. Returns the commit record as a dict.
-    """
-    source = open_source(source_uri, store=store, **(source_options or {}))
-    encoder = _cached_encoder(encoder_spec, device)
-    record = embed_partition(
-        store,
-        snapshot_id,
-        int(spec["index"]),
-        source.items(spec),
-        encoder,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        input_fingerprint=source.fingerprint(spec),
-        dtype=dtype,
-    )
-    return asdict(record)

@@ -56,7 +56,10 @@ class IdAllocator:
 
     def allocate(self, key: str) -> int:
         """The id of ``key``; raises IdCollision if the id was already given to any key."""
-        id_ = item_id(key)
+        return self.claim(item_id(key), key)
+
+    def claim(self, id_: int, key: str) -> int:
+        """Give ``id_`` (chosen by the caller: precomputed ids) to ``key``, once."""
         other = self._keys.get(id_)
         if other is not None:
             raise IdCollision(key, other, id_)

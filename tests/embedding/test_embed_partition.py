@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from tests.embedding import images
-from vsearch import ids
-from vsearch.embed import embed_partition, embed_source_partition
+from vsearch import ids, stages
+from vsearch.embed import embed_partition
 from vsearch.encoders import Encoder, load_encoder
 from vsearch.imaging import decode_image
 from vsearch.partitions import partition_keys, read_partition, read_record
-from vsearch.sources import FAILED, Item, open_source
+from vsearch.sources import FAILED, Item
 from vsearch.sources.samples import write_sample_images
 from vsearch.storage import ObjectStore
 
@@ -93,23 +93,19 @@ def test_id_collisions_are_reported_not_merged(
     assert '"key": "cd"' in failures and '"reason": "id-collision"' in failures
 
 
-def test_json_wrapper_over_a_source(
+def test_the_embed_stage_takes_a_planned_task_through_json(
     store: ObjectStore, tiny_clip_dir: Path, tmp_path: Path
 ) -> None:
     write_sample_images(tmp_path / "photos", 12)
     uri = str(tmp_path / "photos")
-    specs = open_source(uri, partition_size=5).partitions()
-    spec_json = json.loads(json.dumps(specs[1]))  # as it comes out of XCom
-    result = embed_source_partition(
-        store, SNAP, uri, spec_json, f"clip:{tiny_clip_dir}",
-        batch_size=4, source_options={"partition_size": 5},
-    )  # fmt: skip
+    tasks = stages.plan(store, SNAP, [uri], partition_size=5, encoder=f"clip:{tiny_clip_dir}")
+    task = json.loads(json.dumps(tasks[1]))  # as it comes out of XCom
+    result = stages.embed(store, SNAP, task, batch_size=4)
     assert json.loads(json.dumps(result)) == result
-    assert result["index"] == 1 and result["count"] == 5
+    assert result["partition"] == 1 and result["count"] == 5
+    assert result["key"] == partition_keys(SNAP, 1).record
     record = read_record(store, SNAP, 1)
     assert record is not None and record.encoder_id.startswith("clip:")
     before = _listing(store)
-    again = embed_source_partition(
-        store, SNAP, uri, spec_json, f"clip:{tiny_clip_dir}", source_options={"partition_size": 5}
-    )
+    again = stages.embed(store, SNAP, task)
     assert again == result and _listing(store) == before

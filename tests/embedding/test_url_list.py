@@ -13,7 +13,7 @@ import pytest
 
 from tests.embedding.image_server import image_server
 from tests.servers import free_port
-from vsearch.sources import FAILED, SourceError, fetch_partition, open_source
+from vsearch.sources import FAILED, SourceError, open_source
 from vsearch.storage import LocalStore, ObjectStore
 
 FAST: dict[str, Any] = {"read_timeout_s": 0.5, "connect_timeout_s": 0.5, "retries": 1,
@@ -76,7 +76,7 @@ def test_fetch_records_every_failure_and_keeps_the_rest(
     uri = str(tmp_path / "list.csv")
     source = open_source(uri, store=store, dataset="web", shard_size=100, **FAST)
     (spec,) = source.partitions()
-    stats = fetch_partition(store, uri, spec, dataset="web", shard_size=100, **FAST)
+    stats = open_source(uri, store=store, dataset="web", shard_size=100, **FAST).fetch(spec)
 
     assert (stats["rows"], stats["ok"], stats["failed"]) == (15, 6, 9)
     assert {f["key"]: f["reason"] for f in stats["failures"]} == EXPECTED_FAILURES
@@ -96,7 +96,7 @@ def test_fetch_records_every_failure_and_keeps_the_rest(
     # Done once: a second fetch (a retry of the task) downloads nothing.
     before = dict(hits)
     etag = store.head("images/web/00000.tar").etag
-    assert fetch_partition(store, uri, spec, dataset="web", shard_size=100, **FAST) == stats
+    assert open_source(uri, store=store, dataset="web", shard_size=100, **FAST).fetch(spec) == stats
     assert hits == before and store.head("images/web/00000.tar").etag == etag
 
 

@@ -1,9 +1,15 @@
-"""Embedding partitions for the index tests, written through vsearch.partitions."""
+"""Embeddings for the index tests: partitions written directly through vsearch.partitions
+(``write_snapshot``, for unit tests of the index modules), or precomputed vectors on disk
+that a run plans and imports through the stage API (``write_vectors``, ``planned``)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
+from vsearch import stages
 from vsearch.index.synthetic import clustered_vectors, text_queries
 from vsearch.manifest import EncoderInfo, Lineage
 from vsearch.partitions import write_partition
@@ -54,3 +60,34 @@ def encoder(d: int = D) -> EncoderInfo:
 
 def lineage(n: int = 6000, failures: int = 3) -> Lineage:
     return Lineage("test_dag", "manual__1", ("synthetic",), n, failures)
+
+
+def write_vectors(
+    folder: Path, *, n: int = 6000, d: int = D, nfiles: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` clustered unit vectors as precomputed embeddings (``part-i.npy`` with ids and
+    metadata, and an ``encoder.json`` naming the synthetic encoder); return (xb, ids)."""
+    xb, _ = clustered_vectors(n, d, nclusters=48, seed=seed)
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(n).astype("int64") * 13 + 1_000_003
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, rows in enumerate(np.array_split(np.arange(n), nfiles)):
+        np.save(folder / f"part-{i}.npy", xb[rows])
+        np.save(folder / f"part-{i}.ids.npy", ids[rows])
+        lines = [json.dumps({"key": f"item-{j}"}) + "\n" for j in ids[rows]]
+        (folder / f"part-{i}.meta.jsonl").write_text("".join(lines))
+    info = encoder(d)
+    (folder / "encoder.json").write_text(
+        json.dumps({"name": info.name, "model_id": info.model_id, "revision": info.revision})
+    )
+    return xb, ids
+
+
+def planned(
+    store: ObjectStore, folder: Path, snapshot_id: str = SID, **kwargs: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``write_vectors`` into ``folder``, then the run's first stages: plan and embed."""
+    xb, ids = write_vectors(folder, **kwargs)
+    for task in stages.plan(store, snapshot_id, [str(folder)], run={"dag_id": "test_dag"}):
+        stages.embed(store, snapshot_id, task)
+    return xb, ids

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.index.snapshots import SID, write_snapshot
+from tests.index.snapshots import SID, write_vectors
 from vsearch.snapshots import read_current
 from vsearch.storage import LocalStore
 
@@ -27,13 +27,16 @@ def run(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
 def test_stepwise_then_build_and_a_failed_gate(tmp_path: Path) -> None:
     root = tmp_path / "store"
     store = LocalStore(root)
-    write_snapshot(store, n=3000)
+    write_vectors(tmp_path / "vectors", n=3000)
 
+    out = run("embed", str(tmp_path / "vectors"), "--snapshot", SID, store=root)
+    assert out.returncode == 0, out.stderr
+    assert "3 partition(s): 3000 embedded, 0 failed" in out.stdout
     out = run("train", SID, "--nshards", "2", store=root)
     assert out.returncode == 0, out.stderr
     assert "trained.index: IDMap,OPQ" in out.stdout and "nlist=" in out.stdout
     for j in range(2):
-        out = run("build-shard", SID, "--shard", str(j), "--nshards", "2", store=root)
+        out = run("build-shard", SID, "--shard", str(j), store=root)  # nshards: as trained
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["uri"].endswith(f"shard-000{j}.index")
     out = run("validate", SID, "--target-recall", "0.9", "--nq", "200", store=root)
@@ -45,7 +48,8 @@ def test_stepwise_then_build_and_a_failed_gate(tmp_path: Path) -> None:
     live = read_current(store)
     assert live is not None and live.encoder.name == "synthetic" and live.encoder.normalized
 
-    write_snapshot(store, NEWER, n=3000, seed=1)
+    write_vectors(tmp_path / "newer", n=3000, seed=1)
+    assert run("embed", str(tmp_path / "newer"), "--snapshot", NEWER, store=root).returncode == 0
     out = run("build", NEWER, "--factory", "IVF16,PQ2x4fs", "--target-recall", "0.9", store=root)
     assert out.returncode == 5, (out.stdout, out.stderr)  # refused
     assert "gate FAILED" in out.stdout and "recall gate failed" in out.stderr

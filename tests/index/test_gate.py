@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from tests.index.snapshots import SID, D, encoder, lineage, write_snapshot
+from tests.index.snapshots import SID, D, planned, write_snapshot
+from vsearch import stages
 from vsearch.index import (
     RecallGateFailed,
     build_shard,
-    build_snapshot,
-    publish_built_snapshot,
     train_index,
     validate_snapshot,
     write_text_queries,
@@ -27,14 +27,14 @@ NEWER = "20260302T000000Z"
 STARVED = "IVF16,PQ2x4fs"
 
 
-def test_starved_spec_fails_the_gate_and_current_stays(store: ObjectStore) -> None:
-    write_snapshot(store, SID, n=4000)
-    good = build_snapshot(
-        store, SID, encoder=encoder(), lineage=lineage(4000), nq=200, target_recall=0.9
+def test_starved_spec_fails_the_gate_and_current_stays(store: ObjectStore, tmp_path: Path) -> None:
+    planned(store, tmp_path / "first", n=4000)
+    good = stages.build_index(
+        store, SID, train_options={"nq": 200}, validate_options={"target_recall": 0.9}
     )
-    assert good.moved and read_pointer(store) is not None
+    assert good["moved"] and read_pointer(store) is not None
 
-    write_snapshot(store, NEWER, n=4000, seed=1)
+    planned(store, tmp_path / "newer", NEWER, n=4000, seed=1)
     train_index(store, NEWER, factory=STARVED, nq=200)
     build_shard(store, NEWER, 0, 1)
     with pytest.raises(RecallGateFailed, match=r"no nprobe up to 16 reaches recall@10 0\.9"):
@@ -47,7 +47,7 @@ def test_starved_spec_fails_the_gate_and_current_stays(store: ObjectStore) -> No
         validate_snapshot(store, NEWER, target_recall=0.9)
     # ...and publishing is refused before anything is written.
     with pytest.raises(RecallGateFailed):
-        publish_built_snapshot(store, NEWER, encoder=encoder(), lineage=lineage(4000))
+        stages.publish(store, NEWER)
     pointer = read_pointer(store)
     assert pointer is not None and pointer[0].snapshot_id == SID
     assert list_snapshots(store) == [SID]

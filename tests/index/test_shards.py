@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from tests.index.snapshots import SID, encoder, lineage, write_snapshot
+from tests.index.snapshots import SID, planned, write_snapshot
+from vsearch import stages
 from vsearch.index import (
     DuplicateIds,
     build_manifest,
     build_shard,
-    build_snapshot,
     created_at_for,
     train_index,
 )
@@ -86,14 +88,14 @@ def test_duplicate_ids_and_bad_vectors_are_refused(tmp_path: object) -> None:
 
 
 def test_published_manifest_says_what_the_service_needs_and_is_deterministic(
-    store: ObjectStore,
+    store: ObjectStore, tmp_path: Path
 ) -> None:
-    write_snapshot(store, n=3000)
-    result = build_snapshot(
-        store, SID, encoder=encoder(), lineage=lineage(3000), nq=200, nshards=2,
-        target_recall=0.9,
-    )  # fmt: skip
-    assert result.moved
+    planned(store, tmp_path / "vectors", n=3000)
+    options = {"nq": 200, "target_recall": 0.9}
+    result = stages.build_index(
+        store, SID, train_options={"nq": 200, "nshards": 2}, validate_options=options
+    )
+    assert result["moved"] and result["key"] == f"manifests/{SID}.json"
     m = read_current(store)
     assert m is not None and m.snapshot_id == SID
     assert m.created_at == created_at_for(SID) == "2026-03-01T00:00:00+00:00"
@@ -104,11 +106,11 @@ def test_published_manifest_says_what_the_service_needs_and_is_deterministic(
     assert m.index.trained is not None
     assert m.recall.image_to_image_at_10 is not None and m.recall.image_to_image_at_10 >= 0.9
     assert m.metadata.count == 3000 and len(m.metadata.files) == 3
+    assert m.encoder.name == "synthetic" and m.lineage.dag_id == "test_dag"
     # A retry assembles the identical bytes and publishing again changes nothing.
-    again = build_manifest(store, SID, encoder=encoder(), lineage=lineage(3000))
+    again = build_manifest(store, SID, encoder=m.encoder, lineage=m.lineage)
     assert again.to_json() == m.to_json()
-    rerun = build_snapshot(
-        store, SID, encoder=encoder(), lineage=lineage(3000), nq=200, nshards=2,
-        target_recall=0.9,
-    )  # fmt: skip
-    assert not rerun.moved and "already current" in rerun.message
+    rerun = stages.build_index(
+        store, SID, train_options={"nq": 200, "nshards": 2}, validate_options=options
+    )
+    assert not rerun["moved"] and "already current" in rerun["message"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,11 @@ import pytest
 from flask import Flask
 
 from service.app import close_app, create_app
-from service.sample_data import SYNTHETIC_ENCODER
-from vsearch.manifest import EncoderInfo
+from tests.fixtures.snapshots import SYNTHETIC_ENCODER
+from tests.index.snapshots import SID, planned
+from vsearch import stages
+from vsearch.manifest import EncoderInfo, Manifest
+from vsearch.snapshots import read_current
 from vsearch.storage import LocalStore, ObjectStore
 
 API_KEY = "test-key"
@@ -100,3 +104,34 @@ def make_app(tmp_path: Path) -> Iterator[AppFactory]:
 
 def vector_query(client: Any, x: np.ndarray, **extra: Any) -> Any:
     return client.post("/v1/search", json={"vector": [float(v) for v in x], **extra})
+
+
+@dataclass(frozen=True)
+class BuiltSnapshot:
+    store: ObjectStore
+    manifest: Manifest
+    xb: np.ndarray
+    ids: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def built_snapshot(tmp_path_factory: pytest.TempPathFactory) -> BuiltSnapshot:
+    """A snapshot built and published by the real stages on the budgeted default spec
+    (IDMap,OPQ,IVF_HNSW,PQ..x4fsr,Refine(SQ8)), 2 shards, from 6,000 clustered vectors.
+
+    Built once per session: tests only read it (apps keep their delta under their own
+    data dir), so they must not publish into its store.
+    """
+    from vsearch.index.structure import faiss_threads
+
+    root = tmp_path_factory.mktemp("built-snapshot")
+    store = LocalStore(root / "store")
+    xb, ids = planned(store, root / "vectors", n=6000)
+    with faiss_threads(1):
+        stages.build_index(
+            store, SID, train_options={"nshards": 2},
+            validate_options={"target_recall": 0.9, "nq": 200},
+        )  # fmt: skip
+    manifest = read_current(store)
+    assert manifest is not None
+    return BuiltSnapshot(store, manifest, xb, ids)

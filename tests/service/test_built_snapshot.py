@@ -7,37 +7,22 @@ import logging
 import faiss
 import numpy as np
 
-from tests.index.snapshots import SID, write_snapshot
-from tests.service.conftest import AppFactory, vector_query
-from vsearch.index import build_snapshot
-from vsearch.manifest import EncoderInfo, Lineage
-from vsearch.snapshots import read_current
-from vsearch.storage import ObjectStore
+from tests.service.conftest import AppFactory, BuiltSnapshot, vector_query
 
 log = logging.getLogger(__name__)
 
 
 def test_default_spec_snapshot_answers_with_its_validated_recall(
-    local_store: ObjectStore, make_app: AppFactory
+    built_snapshot: BuiltSnapshot, make_app: AppFactory
 ) -> None:
-    xb, ids = write_snapshot(local_store, n=6000)
+    xb, ids, manifest = built_snapshot.xb, built_snapshot.ids, built_snapshot.manifest
     d = xb.shape[1]
-    build_snapshot(
-        local_store,
-        SID,
-        encoder=EncoderInfo("synthetic", "none", "0", d, True),
-        lineage=Lineage(None, None, ("test",), len(ids), 0),
-        nshards=2,
-        target_recall=0.9,
-        nq=200,
-    )
-    manifest = read_current(local_store)
-    assert manifest is not None and "Refine" in manifest.index.factory  # the shape under test
+    assert "Refine" in manifest.index.factory  # the shape under test
     default = manifest.index.default_nprobe
     assert default is not None
     validated = dict((int(p[0]), float(p[1])) for p in manifest.recall.curve)[default]
 
-    client = make_app(local_store).test_client()
+    client = make_app(built_snapshot.store).test_client()
     rng = np.random.default_rng(1)
     queries = xb[rng.choice(len(xb), 100, replace=False)] + 0.05 * rng.standard_normal((100, d))
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype("float32")

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from service.demo_client import free_port, http_json
-from service.sample_data import publish_series
+from tests.fixtures.snapshots import publish_series
+from vsearch.cli.service_process import free_port, http_json
 from vsearch.storage import LocalStore
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from service.demo_client import gunicorn_service, http_json
-from service.sample_data import build_snapshot, publish, snapshot_id, unit_vectors
+from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, snapshot_id
+from vsearch.cli.service_process import http_json, running_service
 from vsearch.storage import LocalStore
 
 N, D, CLIENTS, MAX_REQUESTS = 2000, 64, 4, 4000
@@ -22,7 +22,7 @@ N, D, CLIENTS, MAX_REQUESTS = 2000, 64, 4, 4000
 
 def snapshot(store: LocalStore, day: int) -> Any:
     ids = np.arange(N, dtype="int64") + day * 1_000_000
-    return build_snapshot(store, snapshot_id(day), unit_vectors(N, D, seed=day), ids, nshards=2)
+    return build_snapshot(store, snapshot_id(day), sample_vectors(N, D, seed=day), ids, nshards=2)
 
 
 def test_current_moves_four_times_under_load_without_a_failed_request(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_current_moves_four_times_under_load_without_a_failed_request(tmp_path: 
     stop = threading.Event()
     lock = threading.Lock()
 
-    with gunicorn_service(env, log_path=tmp_path / "gunicorn.log") as base:
+    with running_service(env, log_path=tmp_path / "gunicorn.log") as base:
 
         def client(seed: int) -> None:
             rng = np.random.default_rng(seed)

@@ -9,8 +9,8 @@ import faiss
 import numpy as np
 import pytest
 
-from service.sample_data import build_snapshot, publish, snapshot_id, unit_vectors
-from tests.service.conftest import AppFactory, HashEncoder, vector_query
+from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, snapshot_id
+from tests.service.conftest import AppFactory, BuiltSnapshot, HashEncoder, vector_query
 from vsearch.storage import ObjectStore
 
 N, D = 600, 64
@@ -18,7 +18,7 @@ N, D = 600, 64
 
 @pytest.fixture
 def flat(local_store: ObjectStore) -> tuple[ObjectStore, np.ndarray, np.ndarray]:
-    xb = unit_vectors(N, D, seed=3)
+    xb = sample_vectors(N, D, seed=3)
     ids = np.arange(N, dtype="int64") * 7 + 100  # ids that are not row numbers
     publish(local_store, build_snapshot(local_store, snapshot_id(1), xb, ids, nshards=3))
     return local_store, xb, ids
@@ -213,25 +213,23 @@ def test_upserts_bound_how_many_items_need_an_image_fetched_or_decoded(
     assert r.status_code == 400 and "at most" in r.json["error"]["message"]
 
 
-DEFAULT_SHAPE = "IDMap,OPQ16_64,IVF64_HNSW16,PQ16x4fsr,Refine(SQ8)"  # what choose_spec builds
-
-
 def test_default_spec_shape_searches_with_nprobe_like_the_validator(
-    local_store: ObjectStore, make_app: AppFactory
+    built_snapshot: BuiltSnapshot, make_app: AppFactory
 ) -> None:
     """nprobe has to reach the IVF through IDMap, Refine and OPQ (a bare IVF parameter
     object makes IndexRefine throw), with the refine shortlist and the HNSW coarse
     quantizer's depth the validator measured the recall curve with."""
     from vsearch.index.structure import search_params
 
-    xb = unit_vectors(3000, D, seed=5)
-    ids = np.arange(3000, dtype="int64") * 3 + 7
-    manifest = build_snapshot(local_store, snapshot_id(1), xb, ids, factory=DEFAULT_SHAPE)
-    publish(local_store, manifest)
-    client = make_app(local_store).test_client()
-    shards = [faiss.deserialize_index(np.frombuffer(local_store.get(s.uri), "uint8"))
+    store, manifest = built_snapshot.store, built_snapshot.manifest
+    xb, ids = built_snapshot.xb, built_snapshot.ids
+    assert manifest.index.factory.startswith("IDMap,OPQ") and "Refine" in manifest.index.factory
+    client = make_app(store).test_client()
+    shards = [faiss.deserialize_index(np.frombuffer(store.get(s.uri), "uint8"))
               for s in manifest.shards]  # fmt: skip
-    for nprobe, q in zip([1, 4, 64], unit_vectors(3, D, seed=6), strict=True):
+    queries = xb[[3, 300, 3000]] + 0.01
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    for nprobe, q in zip([1, 4, manifest.index.nlist], queries, strict=True):
         r = vector_query(client, q, k=10, nprobe=nprobe)
         assert r.status_code == 200, r.json
         assert r.json["nprobe"] == nprobe

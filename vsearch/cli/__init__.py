@@ -101,12 +101,15 @@ def main(ctx: click.Context, data_dir: str | None, store: str | None, verbose: i
 
 
 def _register() -> None:
-    """Add the ``COMMANDS`` of every module in this package: a new stage adds a file."""
+    """Add the ``COMMANDS`` of every module in this package: a new stage adds a file
+    (modules without ``COMMANDS`` are helpers of the commands)."""
     import importlib
     import pkgutil
 
     for module in pkgutil.iter_modules(__path__):
-        for command in importlib.import_module(f"{__name__}.{module.name}").COMMANDS:
+        for command in getattr(
+            importlib.import_module(f"{__name__}.{module.name}"), "COMMANDS", []
+        ):
             main.add_command(command)
 
 

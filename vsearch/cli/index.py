@@ -1,239 +1,161 @@
-"""``vsearch train``, ``build-shard``, ``validate``, ``publish-built`` and ``build``:
-the index stage outside Airflow (the same functions the DAG's tasks call).
+"""``vsearch train``, ``build-shard``, ``validate``, ``publish-built``, ``build``, ``compact``:
+the index stages outside Airflow, through the same stage functions the DAG's tasks call.
 
-A failed recall gate exits 5 (refused) after printing the measured curve.
+Options left out take their ``Settings`` default (``VSEARCH_INDEX_*``). A failed
+recall gate exits 5 (refused) after printing the measured curve.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from vsearch.cli import Context
+from vsearch.storage import ObjectStore
 
 pass_context = click.make_pass_decorator(Context)
 
 
-def _spec_options(f: Any) -> Any:
-    for option in reversed(
-        [
-            click.option(
-                "--factory", help="Explicit faiss factory string, e.g. OPQ32,IVF4096,PQ32x8."
-            ),
-            click.option("--budget", type=float, help="Resident bytes per vector (default 48)."),
-            click.option(
-                "--max-query-ms", type=float, help="Per-query ms on one core (default 1)."
-            ),
-            click.option("--nshards", type=int, help="Number of shards (default 1)."),
-            click.option("--seed", type=int, help="Seed of sampling and k-means (default 0)."),
-            click.option("--metric", type=click.Choice(["ip", "l2"]), help="Default: detected."),
-            click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), help="k-means on."),
-        ]
-    ):
-        f = option(f)
-    return f
+def _options(*options: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def apply(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
 
 
-def _train_kwargs(ctx: Context, opts: dict[str, Any]) -> dict[str, Any]:
-    s = ctx.settings
+spec_options = _options(
+    click.option("--factory", help="Explicit faiss factory string, e.g. OPQ32,IVF4096,PQ32x8."),
+    click.option(
+        "--budget", type=float, help="Resident bytes per vector (VSEARCH_INDEX_BYTES_PER_VECTOR)."
+    ),
+    click.option("--max-query-ms", type=float, help="Per-query ms on one core."),
+    click.option("--nshards", type=int, help="Number of shards."),
+    click.option("--seed", type=int, help="Seed of sampling and k-means."),
+    click.option("--metric", type=click.Choice(["ip", "l2"]), help="Default: detected."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), help="k-means on."),
+)
+validate_options = _options(
+    click.option(
+        "--target-recall", type=float, help="Gate on recall@10 (VSEARCH_INDEX_TARGET_RECALL)."
+    ),
+    click.option("--nq", type=int, help="Held-out image queries (default: all held out)."),
+    click.option("--text-queries", help="Key of caption vectors (.npy) in the store."),
+    click.option("--require-text", is_flag=True, help="Fail without text queries."),
+)
+
+
+def train_options(opts: dict[str, Any]) -> dict[str, Any]:
     return {
-        "factory": opts["factory"] or s.index_factory or None,
-        "bytes_per_vector_budget": opts["budget"] or s.index_bytes_per_vector,
-        "max_query_ms": opts["max_query_ms"] or s.index_max_query_ms,
-        "nshards": opts["nshards"] or s.index_nshards,
-        "seed": s.index_seed if opts["seed"] is None else opts["seed"],
+        "factory": opts["factory"],
+        "bytes_per_vector": opts["budget"],
+        "max_query_ms": opts["max_query_ms"],
+        "nshards": opts["nshards"],
+        "seed": opts["seed"],
         "metric": opts["metric"],
-        "device": opts["device"] or s.index_device,
+        "device": opts["device"],
     }
 
 
-@click.command()
-@click.argument("snapshot_id")
-@_spec_options
-@pass_context
-def train(ctx: Context, /, snapshot_id: str, **opts: Any) -> None:
-    """Choose the index for SNAPSHOT_ID's embeddings and train it (trained.index)."""
-    from vsearch.index import train_index
+def validation_options(opts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "target_recall": opts["target_recall"],
+        "nq": opts["nq"],
+        "text_queries": opts["text_queries"],
+        "require_text": opts["require_text"],
+    }
+
+
+def print_trained(store: ObjectStore, snapshot_id: str, key: str) -> None:
     from vsearch.index.train import read_trained_record
 
-    key = train_index(ctx.store, snapshot_id, **_train_kwargs(ctx, opts))
-    record = read_trained_record(ctx.store, snapshot_id)
+    record = read_trained_record(store, snapshot_id)
     click.echo(f"{key}: {record['spec']['factory']} ({record['n_train']} training vectors)")
     for reason in record["spec"]["reasons"]:
         click.echo(f"  - {reason}")
 
 
-@click.command("build-shard")
-@click.argument("snapshot_id")
-@click.option("--shard", type=int, required=True, help="This shard, 0..nshards-1.")
-@click.option("--nshards", type=int, required=True, help="Number of shards.")
-@pass_context
-def build_shard(ctx: Context, snapshot_id: str, shard: int, nshards: int) -> None:
-    """Add the shard's vectors to a copy of the trained index; print its ShardInfo."""
-    from vsearch.index import build_shard as build
+def print_report(store: ObjectStore, snapshot_id: str) -> None:
+    from vsearch.index.report import format_report, read_report
 
-    click.echo(json.dumps(build(ctx.store, snapshot_id, shard, nshards)))
+    for line in format_report(read_report(store, snapshot_id)):
+        click.echo(line)
 
 
-def _validate_options(f: Any) -> Any:
-    for option in reversed(
-        [
-            click.option("--target-recall", type=float, help="Gate on recall@10 (default 0.95)."),
-            click.option("--nq", type=int, help="Held-out image queries (default 1000)."),
-            click.option("--text-queries", help="Key of caption vectors (.npy) in the store."),
-            click.option("--require-text", is_flag=True, help="Fail without text queries."),
-        ]
-    ):
-        f = option(f)
-    return f
+def gated(store: ObjectStore, snapshot_id: str, run: Callable[[], Any]) -> Any:
+    """Run what validates, then print the report, also when the gate failed."""
+    from vsearch.index import RecallGateFailed
+
+    try:
+        result = run()
+    except RecallGateFailed:
+        print_report(store, snapshot_id)
+        raise
+    print_report(store, snapshot_id)
+    return result
 
 
 @click.command()
 @click.argument("snapshot_id")
-@_validate_options
+@spec_options
+@pass_context
+def train(ctx: Context, /, snapshot_id: str, **opts: Any) -> None:
+    """Choose the index for SNAPSHOT_ID's embeddings and train it (trained.index)."""
+    from vsearch import stages
+
+    key = stages.train(ctx.store, snapshot_id, settings=ctx.settings, **train_options(opts))
+    print_trained(ctx.store, snapshot_id, key)
+
+
+@click.command("build-shard")
+@click.argument("snapshot_id")
+@click.option("--shard", type=int, required=True, help="This shard, 0..nshards-1.")
+@click.option("--nshards", type=int, help="Number of shards (default: what it was trained for).")
+@pass_context
+def build_shard(ctx: Context, snapshot_id: str, shard: int, nshards: int | None) -> None:
+    """Add the shard's vectors to a copy of the trained index; print its ShardInfo."""
+    from vsearch import stages
+
+    info = stages.build_shard(ctx.store, snapshot_id, shard, nshards, settings=ctx.settings)
+    click.echo(json.dumps(info))
+
+
+@click.command()
+@click.argument("snapshot_id")
+@validate_options
 @click.option("--nshards", type=int, help="Default: what the shard records say.")
 @click.option("--revalidate", is_flag=True, help="Measure again even if nothing changed.")
 @pass_context
 def validate(ctx: Context, /, snapshot_id: str, **opts: Any) -> None:
     """Measure recall against exact search, write report.json, apply the gate."""
-    from vsearch.index import validate_snapshot
+    from vsearch import stages
 
-    _run_validation(
-        ctx,
-        snapshot_id,
-        lambda: validate_snapshot(
-            ctx.store,
-            snapshot_id,
-            target_recall=opts["target_recall"] or ctx.settings.index_target_recall,
-            nq=opts["nq"],
-            text_queries=opts["text_queries"],
-            require_text=opts["require_text"],
-            nshards=opts["nshards"],
-            revalidate=opts["revalidate"],
-            max_query_ms=ctx.settings.index_max_query_ms,
-        ),
-    )
-
-
-def _run_validation(ctx: Context, snapshot_id: str, run: Any) -> None:
-    from vsearch.index import RecallGateFailed
-    from vsearch.index.publish import read_report
-
-    try:
-        run()
-    except RecallGateFailed:
-        _print_report(read_report(ctx.store, snapshot_id))
-        raise
-    _print_report(read_report(ctx.store, snapshot_id))
-
-
-def _print_report(report: dict[str, Any]) -> None:
-    sizes = report["sizes"]
-    click.echo(f"{report['snapshot_id']}: {report['spec']['factory']}, {report['ntotal']} vectors")
-    click.echo(
-        f"  bytes/vector: {sizes['resident_bytes_per_vector']} resident, "
-        f"{sizes['refine_bytes_per_vector']} re-ranking (may stay on disk)"
-    )
-    click.echo("  nprobe  " + "  ".join(f"{k[:5]}@10    ms" for k in report["sweep"]))
-    rows = zip(*report["sweep"].values(), strict=True)
-    for row in rows:
-        cells = "  ".join(f"{r10:8.4f} {ms:6.3f}" for _, _, r10, ms in row)
-        click.echo(f"  {row[0][0]:6d}  {cells}")
-    for kind, r in report["recall"].items():
-        if r is not None:
-            click.echo(f"  {kind}: " + ", ".join(f"{k}={v}" for k, v in r.items()))
-    gate = report["gate"]
-    click.echo(
-        f"  default nprobe {report['default_nprobe']}; gate "
-        f"{'passed' if gate['passed'] else 'FAILED'}: {gate['reason']}"
-    )
-
-
-def _encoder_options(f: Any) -> Any:
-    for option in reversed(
-        [
-            click.option(
-                "--encoder-name", help="Default: embeddings/{id}/encoder.json or records."
-            ),
-            click.option("--model-id", help="The encoder's model id."),
-            click.option("--revision", help="The encoder's weights revision."),
-            click.option("--previous", help="previous_snapshot_id (default: newest older one)."),
-            click.option("--force", is_flag=True, help="Move CURRENT even to an older id."),
-        ]
-    ):
-        f = option(f)
-    return f
-
-
-def _publish_args(ctx: Context, snapshot_id: str, opts: dict[str, Any]) -> dict[str, Any]:
-    from vsearch.index import lineage_from_partitions, previous_snapshot_for
-    from vsearch.snapshots import SnapshotNotFound, read_manifest
-
-    try:  # a retry must assemble the manifest it already published
-        previous = read_manifest(ctx.store, snapshot_id).previous_snapshot_id
-    except SnapshotNotFound:
-        previous = previous_snapshot_for(ctx.store, snapshot_id)
-    return {
-        "encoder": _encoder_info(ctx, snapshot_id, opts),
-        "lineage": lineage_from_partitions(
-            ctx.store, snapshot_id, sources=(f"embeddings/{snapshot_id}/",)
-        ),
-        "previous_snapshot_id": opts["previous"] or previous,
-        "force": opts["force"],
-    }
-
-
-def _encoder_info(ctx: Context, snapshot_id: str, opts: dict[str, Any]) -> Any:
-    """The EncoderInfo: embeddings/{id}/encoder.json when the embedding stage wrote one,
-    else the partitions' encoder id (``name@revision#digest``), options overriding."""
-    import dataclasses
-
-    from vsearch.index.layout import get_json
-    from vsearch.index.vectors import inventory
-    from vsearch.manifest import EncoderInfo
-
-    inv = inventory(ctx.store, snapshot_id)
-    stored = get_json(ctx.store, f"embeddings/{snapshot_id}/encoder.json")
-    if stored is not None:
-        info = EncoderInfo(**stored)
-    else:
-        from vsearch.index.train import detect_metric
-
-        name, _, rest = inv.records[0].encoder_id.partition("@")
-        info = EncoderInfo(
-            name,
-            name,
-            rest.split("#")[0] or "unknown",
-            inv.d,
-            detect_metric(ctx.store, inv) == "ip",
-        )
-    overrides = {
-        "name": opts["encoder_name"],
-        "model_id": opts["model_id"],
-        "revision": opts["revision"],
-    }
-    return dataclasses.replace(info, **{k: v for k, v in overrides.items() if v})
+    gated(ctx.store, snapshot_id, lambda: stages.validate(
+        ctx.store, snapshot_id, nshards=opts["nshards"], revalidate=opts["revalidate"],
+        settings=ctx.settings, **validation_options(opts),
+    ))  # fmt: skip
 
 
 @click.command("publish-built")
 @click.argument("snapshot_id")
-@_encoder_options
+@click.option("--force", is_flag=True, help="Move CURRENT even to an older id.")
 @pass_context
-def publish_built(ctx: Context, /, snapshot_id: str, **opts: Any) -> None:
-    """Assemble SNAPSHOT_ID's manifest from its report and shards and publish it."""
-    from vsearch.index import publish_built_snapshot
+def publish_built(ctx: Context, /, snapshot_id: str, force: bool) -> None:
+    """Assemble SNAPSHOT_ID's manifest from its run record, report and shards; publish it."""
+    from vsearch import stages
 
-    result = publish_built_snapshot(ctx.store, snapshot_id, **_publish_args(ctx, snapshot_id, opts))
-    click.echo(result.message)
+    click.echo(stages.publish(ctx.store, snapshot_id, force=force)["message"])
 
 
 @click.command()
 @click.argument("snapshot_id")
-@_spec_options
-@_validate_options
-@_encoder_options
+@spec_options
+@validate_options
+@click.option("--force", is_flag=True, help="Move CURRENT even to an older id.")
 @pass_context
 def build(ctx: Context, /, snapshot_id: str, **opts: Any) -> None:
     """Train, build every shard, validate and publish SNAPSHOT_ID, in sequence.
@@ -241,38 +163,39 @@ def build(ctx: Context, /, snapshot_id: str, **opts: Any) -> None:
     Each step is skipped when its output already exists for the same inputs, so
     re-running after a failure resumes where it stopped.
     """
-    from tqdm import tqdm
+    from vsearch import stages
 
-    from vsearch.index import (
-        build_shard as build_one,
-    )
-    from vsearch.index import (
-        publish_built_snapshot,
-        train_index,
-        validate_snapshot,
-    )
-
-    kwargs = _train_kwargs(ctx, opts)
-    click.echo(train_index(ctx.store, snapshot_id, **kwargs))
-    nshards = kwargs["nshards"]
-    for j in tqdm(range(nshards), desc="shards", unit="shard"):
-        build_one(ctx.store, snapshot_id, j, nshards)
-    _run_validation(
-        ctx,
-        snapshot_id,
-        lambda: validate_snapshot(
-            ctx.store,
-            snapshot_id,
-            target_recall=opts["target_recall"] or ctx.settings.index_target_recall,
-            nq=opts["nq"],
-            text_queries=opts["text_queries"],
-            require_text=opts["require_text"],
-            nshards=nshards,
-            max_query_ms=kwargs["max_query_ms"],
-        ),
-    )
-    result = publish_built_snapshot(ctx.store, snapshot_id, **_publish_args(ctx, snapshot_id, opts))
-    click.echo(result.message)
+    gated(ctx.store, snapshot_id, lambda: stages.build_index(
+        ctx.store, snapshot_id, train_options=train_options(opts),
+        validate_options=validation_options(opts), force=opts["force"], settings=ctx.settings,
+        on_stage=lambda stage, result: _say(ctx.store, snapshot_id, stage, result),
+    ))  # fmt: skip
 
 
-COMMANDS = [train, build_shard, validate, publish_built, build]
+def _say(store: ObjectStore, snapshot_id: str, stage: str, result: Any) -> None:
+    if stage == "train":
+        print_trained(store, snapshot_id, result)
+    elif stage == "build_shard":
+        click.echo(f"{result['uri']}: {result['ntotal']} vectors, {result['bytes']} bytes")
+    elif stage == "publish":
+        click.echo(result["message"])
+
+
+@click.command()
+@click.argument("snapshot_id")
+@pass_context
+def compact(ctx: Context, snapshot_id: str) -> None:
+    """Fold the live delta into SNAPSHOT_ID (newer than CURRENT), then shards, gate, publish."""
+    from vsearch import stages
+
+    summary = stages.compact(ctx.store, snapshot_id, settings=ctx.settings)
+    click.echo(f"folded {summary['entries']} delta entries into {snapshot_id} "
+               f"(up to {summary['delta_watermark']}): {summary['upserts']} upserts, "
+               f"{summary['deletes']} deletes")  # fmt: skip
+    gated(ctx.store, snapshot_id, lambda: stages.complete_snapshot(
+        ctx.store, snapshot_id, settings=ctx.settings,
+        on_stage=lambda stage, result: _say(ctx.store, snapshot_id, stage, result),
+    ))  # fmt: skip
+
+
+COMMANDS = [train, build_shard, validate, publish_built, build, compact]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
-from pathlib import Path
 
 import click
 
@@ -31,11 +29,10 @@ def serve(ctx: Context, bind: str | None, workers: int | None, threads: int | No
         service_workers=workers or ctx.settings.service_workers,
         service_threads=threads or ctx.settings.service_threads,
     )
-    env = dict(os.environ)
-    for f in dataclasses.fields(settings):
-        env[f"VSEARCH_{f.name.upper()}"] = str(getattr(settings, f.name))
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    args = [str(gunicorn), "-c", "python:service.gunicorn_conf", "service.app:create_app()"]
+    from vsearch.cli.service_process import gunicorn_command, settings_env
+
+    env = {**os.environ, **settings_env(settings)}
+    args = gunicorn_command()
     click.echo(f"vsearch serve: {settings.store} on http://{settings.service_bind}", err=True)
     os.execve(args[0], args, env)
 

@@ -11,6 +11,8 @@
 ``urls.csv``, ``.tsv``, ``.jsonl``, ``.parquet``  a URL list (local, ``store:`` or ``s3://``),
                                                 fetched into ``images/{dataset}/`` of the
                                                 store (``store=`` required)
+``/data/vectors.npy``, a directory of ``.npy``  precomputed embeddings (``vectors.py``):
+                                                the run skips the encoder
 ==============================================  =========================================
 
 Every source has ``partitions()`` (small JSON-able dicts, for Airflow XCom) and
@@ -21,7 +23,7 @@ Every source has ``partitions()`` (small JSON-able dicts, for Airflow XCom) and
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
@@ -30,6 +32,7 @@ from vsearch.sources.base import FAILED, Item, PartitionSpec, Source, SourceErro
 from vsearch.sources.fetch import FetchOptions
 from vsearch.sources.listed import ListedSource, StoreListing, local_source
 from vsearch.sources.urls import LIST_SUFFIXES, UrlListSource
+from vsearch.sources.vectors import VectorSource, is_vector_path
 from vsearch.storage import ObjectStore, open_store
 
 __all__ = [
@@ -39,7 +42,7 @@ __all__ = [
     "PartitionSpec",
     "Source",
     "SourceError",
-    "fetch_partition",
+    "VectorSource",
     "open_source",
 ]
 
@@ -70,7 +73,10 @@ def open_source(
         bucket_store = open_store(f"s3://{parsed.netloc}", settings)
         return ListedSource(uri, _store_listing(bucket_store, parsed.path.lstrip("/")), **options)
     if parsed.scheme in ("", "file"):
-        return local_source(uri, parsed.path if parsed.scheme == "file" else uri, **options)
+        path = parsed.path if parsed.scheme == "file" else uri
+        if is_vector_path(Path(path).expanduser()):
+            return VectorSource(uri, Path(path).expanduser().resolve(), **options)
+        return local_source(uri, path, **options)
     raise SourceError(f"{uri!r}: unsupported source; see vsearch.sources for the forms")
 
 
@@ -117,16 +123,3 @@ def _url_list(
             return f.read()
 
     return UrlListSource(uri, read_list, store=store, fetch_options=fetch_options, **source_options)
-
-
-def fetch_partition(
-    store: ObjectStore, source_uri: str, spec: PartitionSpec, **options: Any
-) -> dict[str, Any]:
-    """Download one shard of a URL list into ``images/{dataset}/{shard:05d}.tar`` (once).
-
-    JSON-able in and out, for an Airflow task: returns the shard's stats.
-    """
-    source = open_source(source_uri, store=store, **options)
-    if not isinstance(source, UrlListSource):
-        raise SourceError(f"{source_uri}: fetch is for URL lists (.csv, .jsonl, .parquet)")
-    return source.fetch(spec)

@@ -1,0 +1,113 @@
+"""The query service as a process: the gunicorn command line, a launcher that waits for
+``/readyz``, and a small JSON client. ``vsearch serve``, ``vsearch demo``, the tests and
+the benchmarks start the service this one way.
+
+The service itself (``service/``) is a Flask app; nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from vsearch.config import Settings
+
+APP = "service.app:create_app()"
+
+
+def gunicorn_command(app: str = APP) -> list[str]:
+    """gunicorn from this interpreter's environment, with the service's config module."""
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    return [str(gunicorn), "-c", "python:service.gunicorn_conf", app]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as its ``VSEARCH_*`` variable: how settings reach the workers."""
+    return {
+        f"VSEARCH_{f.name.upper()}": str(getattr(settings, f.name))
+        for f in dataclasses.fields(settings)
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_json(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, Any]:
+    """(status, parsed JSON) of one request; HTTP errors are answers, not exceptions."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+@contextlib.contextmanager
+def running_service(
+    env: Mapping[str, str],
+    *,
+    log_path: Path | None = None,
+    ready_timeout: float = 120,
+    app: str = APP,
+    cwd: Path | None = None,
+) -> Iterator[str]:
+    """A gunicorn serving ``app`` on a free loopback port; yields its base URL.
+
+    ``env`` holds VSEARCH_* settings; the bind address is chosen here. Waits for
+    ``/readyz``; stops the server (SIGTERM, then SIGKILL) on exit.
+    """
+    port = free_port()
+    full_env = {**os.environ, **env, "VSEARCH_SERVICE_BIND": f"127.0.0.1:{port}"}
+    cmd = [*gunicorn_command(app)[:-1], "--access-logfile", "/dev/null", app]
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {proc.returncode} (log: {log_path})")
+            with contextlib.suppress(OSError):
+                if http_json("GET", f"{base}/readyz", timeout=2)[0] == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the service was not ready within {ready_timeout}s (log: {log_path})"
+                )
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log_path:
+            out.close()  # type: ignore[union-attr]

@@ -1,0 +1,97 @@
+"""Stages in sequence, for one machine: what ``vsearch build`` and ``vsearch index`` run.
+
+Airflow runs the same stage functions as separate tasks (partitions and shards
+as mapped tasks); here they run one after the other in this process. Every stage
+skips work already committed for the same input, so running a sequence again
+after a failure resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vsearch.config import Settings
+from vsearch.stages.embedding import embed
+from vsearch.stages.indexing import build_shard, publish, train, trained_nshards, validate
+from vsearch.stages.inputs import fetch, plan
+from vsearch.storage import ObjectStore
+
+# (stage name, its result): the CLI prints them, tests collect them.
+OnStage = Callable[[str, Any], None]
+
+
+def _quiet(stage: str, result: Any) -> None:
+    pass
+
+
+def build_index(
+    store: ObjectStore,
+    snapshot_id: str,
+    *,
+    train_options: dict[str, Any] | None = None,
+    validate_options: dict[str, Any] | None = None,
+    force: bool = False,
+    settings: Settings | None = None,
+    on_stage: OnStage = _quiet,
+) -> dict[str, Any]:
+    """train -> build every shard -> validate (raises RecallGateFailed) -> publish."""
+    settings = settings or Settings.load()
+    on_stage("train", train(store, snapshot_id, settings=settings, **(train_options or {})))
+    return complete_snapshot(store, snapshot_id, validate_options=validate_options, force=force,
+                             settings=settings, on_stage=on_stage)  # fmt: skip
+
+
+def complete_snapshot(
+    store: ObjectStore,
+    snapshot_id: str,
+    *,
+    validate_options: dict[str, Any] | None = None,
+    force: bool = False,
+    settings: Settings | None = None,
+    on_stage: OnStage = _quiet,
+) -> dict[str, Any]:
+    """From a trained index (a build's, or compaction's copy): every shard -> validate ->
+    publish."""
+    settings = settings or Settings.load()
+    nshards = trained_nshards(store, snapshot_id, settings)
+    for j in range(nshards):
+        on_stage("build_shard", build_shard(store, snapshot_id, j, nshards, settings=settings))
+    report = validate(store, snapshot_id, nshards=nshards, settings=settings,
+                      **(validate_options or {}))  # fmt: skip
+    on_stage("validate", report)
+    result = publish(store, snapshot_id, force=force)
+    on_stage("publish", result)
+    return result
+
+
+def index_sources(
+    store: ObjectStore,
+    snapshot_id: str,
+    sources: list[str],
+    *,
+    partition_size: int | None = None,
+    encoder: str | None = None,
+    train_options: dict[str, Any] | None = None,
+    validate_options: dict[str, Any] | None = None,
+    force: bool = False,
+    settings: Settings | None = None,
+    on_stage: OnStage = _quiet,
+    progress: Callable[[int, int], Callable[[int], object]] | None = None,
+) -> dict[str, Any]:
+    """Every stage: plan -> fetch -> embed each partition -> ``build_index``.
+
+    ``progress(partition, items)``, if given, returns the embed stage's progress callback.
+    """
+    settings = settings or Settings.load()
+    tasks = plan(store, snapshot_id, sources, partition_size=partition_size, encoder=encoder,
+                 settings=settings)  # fmt: skip
+    on_stage("plan", tasks)
+    for task in tasks:
+        task = fetch(store, task, settings=settings)
+        size = task["spec"].get("stop", 0) - task["spec"].get("start", 0)
+        bar = progress(task["partition"], size) if progress else None
+        on_stage("embed", embed(store, snapshot_id, task, settings=settings, progress=bar))
+    return build_index(store, snapshot_id, train_options=train_options,
+                       validate_options=validate_options, force=force, settings=settings,
+                       on_stage=on_stage)  # fmt: skip
