@@ -6,7 +6,8 @@ build shards (mapped) -> validate (the recall gate) -> publish (moves CURRENT).
 The snapshot id is the run's logical date, so a retry, a rerun or a backfill of
 a date rewrites the same keys with the same content, and a backfill of an old
 date never moves CURRENT backwards. Tasks pass object keys and small dicts
-through XCom, never arrays. Every task calls one function in vsearch.pipeline.
+through XCom, never arrays. Every task calls one stage of vsearch.stages; every
+param defaults to its VSEARCH_* setting, as in the CLI.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 
 from vsearch.config import Settings
-from vsearch_airflow.context import DEFAULT_ARGS
 from vsearch_airflow.operators import PublishSnapshotOperator
-from vsearch_airflow.tasks import build_shard, plan_shards, validate_snapshot
+from vsearch_dags import CURRENT_SNAPSHOT, DEFAULT_ARGS
+from vsearch_dags.tasks import build_shard, plan_shards, validate_snapshot
 
 SETTINGS = Settings.load()  # VSEARCH_* from the environment only: cheap at parse time
-CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
 
 
 @dag(
@@ -40,24 +40,27 @@ CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
             description="Image sources: directories, .tar webdataset shards or prefixes, "
             "URL lists (.csv/.jsonl/.parquet), s3://bucket/prefix.",
         ),
-        "partition_size": Param(1000, type="integer", minimum=1),
+        "partition_size": Param(SETTINGS.partition_size, type="integer", minimum=1),
         "encoder": Param(
-            "efficientnet-lite0",
+            SETTINGS.encoder,
             type="string",
             description="efficientnet-lite0, or clip:<hub id or local dir>",
         ),
         "factory": Param(
-            "",
+            SETTINGS.index_factory,
             type="string",
             description="Explicit faiss factory (e.g. OPQ32,IVF4096,PQ32x8); "
             "empty: chosen from the budget.",
         ),
         "bytes_per_vector": Param(
-            64, type="integer", minimum=4, description="Memory budget per vector, resident."
+            SETTINGS.index_bytes_per_vector,
+            type="number",
+            minimum=4,
+            description="Memory budget per vector, resident.",
         ),
-        "nshards": Param(2, type="integer", minimum=1),
+        "nshards": Param(SETTINGS.index_nshards, type="integer", minimum=1),
         "target_recall": Param(
-            0.95,
+            SETTINGS.index_target_recall,
             type="number",
             minimum=0,
             maximum=1,
@@ -72,52 +75,47 @@ CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
     doc_md=__doc__,
 )
 def vsearch_build_index() -> None:
-    from vsearch_airflow.context import run_info, snapshot_id_from_context, store_from_params
+    from vsearch_airflow.hooks import VsearchStoreHook
+    from vsearch_airflow.operators import run_info, snapshot_id_from_context
 
     @task
     def plan_partitions() -> list[dict[str, Any]]:
-        from vsearch import pipeline
+        from vsearch import stages
 
         ctx = get_current_context()
         p = ctx["params"]
-        return pipeline.plan_partitions(
-            store_from_params(p),
+        return stages.plan(
+            VsearchStoreHook.for_params(p),
             snapshot_id_from_context(ctx),
             p["sources"],
-            p["partition_size"],
-            p["encoder"],
+            partition_size=p["partition_size"],
+            encoder=p["encoder"],
             run=run_info(ctx),
         )
 
     @task
     def fetch_partition(spec: dict[str, Any]) -> dict[str, Any]:
-        from vsearch import pipeline
+        from vsearch import stages
 
-        ctx = get_current_context()
-        return pipeline.fetch_partition(
-            store_from_params(ctx["params"]), snapshot_id_from_context(ctx), spec
-        )
+        return stages.fetch(VsearchStoreHook.for_params(get_current_context()["params"]), spec)
 
     @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool)
     def embed_partition(spec: dict[str, Any]) -> dict[str, Any]:
-        from vsearch import pipeline
+        from vsearch import stages
 
         ctx = get_current_context()
-        p = ctx["params"]
-        return pipeline.embed_partition(
-            store_from_params(p), snapshot_id_from_context(ctx), spec, p["encoder"]
-        )
+        store = VsearchStoreHook.for_params(ctx["params"])
+        return stages.embed(store, snapshot_id_from_context(ctx), spec)
 
     @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool)
     def train_index(partitions: list[dict[str, Any]]) -> str:
-        from vsearch import pipeline
+        from vsearch import stages
 
         ctx = get_current_context()
         p = ctx["params"]
-        return pipeline.train_index(
-            store_from_params(p),
+        return stages.train(
+            VsearchStoreHook.for_params(p),
             snapshot_id_from_context(ctx),
-            list(partitions),
             factory=p["factory"] or None,
             bytes_per_vector=p["bytes_per_vector"],
             nshards=p["nshards"],

@@ -15,19 +15,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 
 from vsearch.config import Settings
-from vsearch_airflow.context import COMPACT_TAG, DEFAULT_ARGS
 from vsearch_airflow.operators import PublishSnapshotOperator
-from vsearch_airflow.tasks import build_shard, plan_shards, validate_snapshot
+from vsearch_dags import COMPACT_TAG, CURRENT_SNAPSHOT, DEFAULT_ARGS
+from vsearch_dags.tasks import build_shard, plan_shards, validate_snapshot
 
-CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
+SETTINGS = Settings.load()  # VSEARCH_* from the environment only: cheap at parse time
 
 
 @dag(
     dag_id="vsearch_compact",
-    schedule=Settings.load().compact_schedule,
+    schedule=SETTINGS.compact_schedule,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -40,29 +40,31 @@ CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
             minimum=1,
             description="Skip the run below this many new delta entries.",
         ),
-        "nshards": Param(2, type="integer", minimum=1),
-        "target_recall": Param(0.95, type="number", minimum=0, maximum=1),
+        "nshards": Param(SETTINGS.index_nshards, type="integer", minimum=1),
+        "target_recall": Param(SETTINGS.index_target_recall, type="number", minimum=0, maximum=1),
         "force_publish": Param(False, type="boolean"),
         "store_conn_id": Param("vsearch_store", type="string"),
     },
     doc_md=__doc__,
 )
 def vsearch_compact() -> None:
-    from vsearch_airflow.context import compact_snapshot_id, store_from_params
+    from vsearch_airflow.hooks import VsearchStoreHook
+    from vsearch_airflow.operators import snapshot_id_from_context
 
     @task.short_circuit
     def check_delta() -> bool:
-        from vsearch import pipeline
+        from vsearch import stages
 
         p = get_current_context()["params"]
-        return pipeline.delta_backlog(store_from_params(p)) >= p["min_entries"]
+        return stages.delta_backlog(VsearchStoreHook.for_params(p)) >= p["min_entries"]
 
     @task
     def fold_delta() -> dict[str, Any]:
-        from vsearch import pipeline
+        from vsearch import stages
 
         ctx = get_current_context()
-        return pipeline.fold_delta(store_from_params(ctx["params"]), compact_snapshot_id(ctx))
+        store = VsearchStoreHook.for_params(ctx["params"])
+        return stages.compact(store, snapshot_id_from_context(ctx, COMPACT_TAG))
 
     publish = PublishSnapshotOperator(
         task_id="publish_snapshot", outlets=[CURRENT_SNAPSHOT], snapshot_tag=COMPACT_TAG

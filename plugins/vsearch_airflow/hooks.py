@@ -34,12 +34,23 @@ class VsearchStoreHook(BaseHook):
         self.store_url = store_url
 
     def _connection_extras(self) -> dict[str, Any] | None:
+        """The connection's extras; None when no such connection is defined (only then:
+        any other error, a metadata-DB hiccup say, fails the task rather than send its
+        output to another store)."""
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
         try:
             conn = self.get_connection(self.conn_id)
-        except Exception:  # Airflow raises its own not-found error type per version
-            log.info("no Airflow connection %r: using vsearch settings", self.conn_id)
+        except AirflowNotFoundException:
+            log.warning("no Airflow connection %r: using vsearch settings (VSEARCH_STORE)",
+                        self.conn_id)  # fmt: skip
             return None
         return dict(conn.extra_dejson)
+
+    @classmethod
+    def for_params(cls, params: Any) -> Any:
+        """The store a DAG run's params name (``store_conn_id``)."""
+        return cls(conn_id=params["store_conn_id"]).get_store()
 
     def get_store(self) -> Any:
         """The ObjectStore named by the connection (or by vsearch settings without one)."""

@@ -1,4 +1,4 @@
-"""The publish step as an operator, so it can carry its extra link to the live manifest."""
+"""The publish stage as an operator, so it can carry its extra link to the live manifest."""
 
 from __future__ import annotations
 
@@ -9,12 +9,28 @@ from airflow.sdk import BaseOperator
 from vsearch_airflow.links import ServiceManifestLink
 
 
-class PublishSnapshotOperator(BaseOperator):
-    """Verify the run's snapshot and move CURRENT to it (vsearch.pipeline.publish_snapshot).
+def snapshot_id_from_context(context: Any, tag: str | None = None) -> str:
+    """The run's snapshot id: its logical date (or, for runs without one, when it was due).
 
-    Returns the publish result (moved or not, and why). A snapshot older than
-    CURRENT — a backfill — is recorded but does not move CURRENT unless the run's
-    ``force_publish`` param is set.
+    A retry or a rerun of the same date gets the same id, so it rewrites the same keys.
+    """
+    from vsearch.manifest import snapshot_id_for
+
+    when = context.get("logical_date") or context["dag_run"].run_after
+    return snapshot_id_for(when, tag)
+
+
+def run_info(context: Any) -> dict[str, str]:
+    """The run that plans a snapshot, for the manifest's lineage."""
+    return {"dag_id": context["dag"].dag_id, "run_id": context["run_id"]}
+
+
+class PublishSnapshotOperator(BaseOperator):
+    """Verify the run's snapshot and move CURRENT to it (``vsearch.stages.publish``).
+
+    Returns the publish result (the manifest key, moved or not, and why). A snapshot
+    older than CURRENT — a backfill — is recorded but does not move CURRENT unless
+    the run's ``force_publish`` param is set.
     """
 
     operator_extra_links = (ServiceManifestLink(),)
@@ -25,14 +41,13 @@ class PublishSnapshotOperator(BaseOperator):
         self.snapshot_tag = snapshot_tag
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from vsearch import pipeline
-        from vsearch_airflow.context import run_info, snapshot_id_from_context, store_from_params
+        from vsearch import stages
+        from vsearch_airflow.hooks import VsearchStoreHook
 
         params = context["params"]
-        result = pipeline.publish_snapshot(
-            store_from_params(params),
+        result = stages.publish(
+            VsearchStoreHook.for_params(params),
             snapshot_id_from_context(context, self.snapshot_tag),
-            run=run_info(context),
             force=bool(params.get("force_publish", False)),
         )
         self.log.info("publish: %s", result["message"])

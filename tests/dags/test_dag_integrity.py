@@ -35,9 +35,11 @@ EXPECTED_GRAPHS = {
 _DAGBAG_PROBE = """
 import json, sys
 sys.path.insert(0, {plugins!r})
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder={dags!r})
-out = {{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "dags": {{}}}}
+from airflow.dag_processing.dagbag import BundleDagBag
+# As the DAG processor parses a bundle: its folder on sys.path, .airflowignore applied.
+bag = BundleDagBag(dag_folder={dags!r}, bundle_path={dags!r})
+out = {{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "dags": {{}},
+       "files": sorted({{d.fileloc.rsplit("/", 1)[-1] for d in bag.dags.values()}})}}
 for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {{
         "tags": sorted(dag.tags),
@@ -69,6 +71,7 @@ def dagbag(airflow_env: AirflowEnv) -> dict[str, object]:
 def test_dagbag_imports_without_errors(dagbag: dict[str, object]) -> None:
     assert dagbag["errors"] == {}
     assert set(dagbag["dags"]) == set(EXPECTED_GRAPHS)  # type: ignore[arg-type]
+    assert set(dagbag["files"]) == {"vsearch_build_index.py", "vsearch_compact.py"}  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_GRAPHS))
@@ -86,6 +89,7 @@ def test_dag_file_is_cheap_to_import(airflow_env: AirflowEnv, dag_file: str) -> 
     code = f"""
 import importlib.util, json, sys, time
 sys.path.insert(0, {str(ROOT / "plugins")!r})
+sys.path.append({str(ROOT / "dags")!r})  # the bundle path, as Airflow's parser sets it
 import airflow.sdk  # Airflow's own import cost is not the DAG file's
 before = set(sys.modules)
 start = time.perf_counter()

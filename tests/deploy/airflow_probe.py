@@ -72,9 +72,11 @@ def unknown_options(options: list[list[str]]) -> list[str]:
 
 def dag_needs() -> dict[str, Any]:
     from airflow.configuration import conf
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
-    bag = DagBag(dag_folder=conf.get("core", "dags_folder"))
+    # As the DAG processor parses the dags-folder bundle: the folder on sys.path.
+    folder = conf.get("core", "dags_folder")
+    bag = BundleDagBag(dag_folder=folder, bundle_path=folder)
     queues, pools, conn_params = set(), set(), set()
     for dag in bag.dags.values():
         for task in dag.tasks:

@@ -1,6 +1,7 @@
-"""Tasks both DAGs share: from a trained index to a published snapshot.
+"""Tasks both DAGs share: from a trained index to a validated snapshot.
 
-``snapshot_tag`` tells the build DAG's snapshots (no tag) from compaction's ("c").
+Each calls one stage of ``vsearch.stages``. ``snapshot_tag`` tells the build DAG's
+snapshots (no tag) from compaction's (``COMPACT_TAG``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from typing import Any
 
 from airflow.sdk import get_current_context, task
 
-from vsearch_airflow.context import snapshot_id_from_context, store_from_params
+from vsearch_airflow.hooks import VsearchStoreHook
+from vsearch_airflow.operators import snapshot_id_from_context
 
 
 @task
@@ -20,12 +22,12 @@ def plan_shards(upstream: Any) -> list[int]:
 
 @task
 def build_shard(shard: int, snapshot_tag: str | None = None) -> dict[str, Any]:
-    from vsearch import pipeline
+    from vsearch import stages
 
     ctx = get_current_context()
     p = ctx["params"]
     sid = snapshot_id_from_context(ctx, snapshot_tag)
-    return pipeline.build_shard(store_from_params(p), sid, shard, p["nshards"])
+    return stages.build_shard(VsearchStoreHook.for_params(p), sid, shard, p["nshards"])
 
 
 @task
@@ -33,14 +35,15 @@ def validate_snapshot(shards: list[dict[str, Any]], snapshot_tag: str | None = N
     """The recall gate. Its failure is deterministic, so it fails the run without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from vsearch import pipeline
+    from vsearch import stages
 
     ctx = get_current_context()
     p = ctx["params"]
     sid = snapshot_id_from_context(ctx, snapshot_tag)
     try:
-        return pipeline.validate_snapshot(
-            store_from_params(p), sid, target_recall=p["target_recall"], nshards=p["nshards"]
-        )
-    except pipeline.RecallGateFailed as e:
+        return stages.validate(
+            VsearchStoreHook.for_params(p), sid, target_recall=p["target_recall"],
+            nshards=p["nshards"],
+        )  # fmt: skip
+    except stages.RecallGateFailed as e:
         raise AirflowFailException(str(e)) from e
