@@ -79,6 +79,10 @@ class Settings:
     # per-query time on one core that the chosen index must fit.
     index_bytes_per_vector: float = 48.0
     index_max_query_ms: float = 1.0
+    # Resident MiB (all shards) under which memory is never a reason to compress: about
+    # what the service with its query encoder takes before any index. 0: the per-vector
+    # budget holds at every size.
+    index_memory_floor_mb: float = 256.0
     index_nshards: int = 1
     # The gate: recall@10 at the default nprobe, for image->image and text->image.
     index_target_recall: float = 0.95
@@ -86,8 +90,9 @@ class Settings:
     # Where k-means runs: auto (GPU when faiss sees one), cpu or gpu.
     index_device: str = "auto"
     # --- query service ---
-    # Encoder spec for text/image queries (vsearch.encoders.load_encoder); empty: vector
-    # queries only, and the service pins the encoder of the first snapshot it serves.
+    # Encoder spec for text/image queries (vsearch.encoders.load_encoder); empty: the
+    # encoder the first served snapshot was built with, loaded on the first image or text
+    # query when its weights are loadable (vector queries need none).
     query_encoder: str = ""
     # Bounds on requests: k, request body size, upsert batch size, fetched image size/time.
     max_k: int = 100
@@ -96,6 +101,9 @@ class Settings:
     max_upsert_items: int = 1000
     image_fetch_max_mb: float = 10.0
     image_fetch_timeout_s: float = 5.0
+    # Image-URL hosts trusted beside public addresses, comma-separated: exact host names
+    # (allowed to resolve to private addresses) and CIDRs (any name resolving into them).
+    image_fetch_allow: str = ""
     # Query-embedding cache for text and image URLs: "" (Redis when metadata_db is Redis,
     # else an in-process LRU), "memory", "off" or a redis:// URL.
     query_cache: str = ""
@@ -122,6 +130,9 @@ class Settings:
     # Celery queue and Airflow pool of the GPU tasks (embedding, training).
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
+    # Slots of that pool: how many GPU tasks run at once (one per GPU; on a CPU-only
+    # machine one, so that embedding gets every core).
+    gpu_pool_slots: int = 1
     build_schedule: str = "@daily"
     compact_schedule: str = "@hourly"
     # Where the publish task's "Live manifest" link points: the query service's URL.

@@ -32,7 +32,7 @@ def test_stepwise_then_build_and_a_failed_gate(tmp_path: Path) -> None:
     out = run("embed", str(tmp_path / "vectors"), "--snapshot", SID, store=root)
     assert out.returncode == 0, out.stderr
     assert "3 partition(s): 3000 embedded, 0 failed" in out.stdout
-    out = run("train", SID, "--nshards", "2", store=root)
+    out = run("train", SID, "--nshards", "2", "--memory-floor-mb", "0", store=root)
     assert out.returncode == 0, out.stderr
     assert "trained.index: IDMap,OPQ" in out.stdout and "nlist=" in out.stdout
     for j in range(2):

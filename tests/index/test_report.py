@@ -45,7 +45,7 @@ def validated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStore]:
     with faiss_threads(1):
         write_snapshot(store, SID, n=2000)
         write_text_queries(store, SID, captions(50))
-        train_index(store, SID, nq=100)
+        train_index(store, SID, nq=100, memory_floor_mb=0)  # the compressed shape
         build_shard(store, SID, 0, 1)
         validate_snapshot(store, SID, target_recall=0.8)
         write_snapshot(store, EXACT, n=80)

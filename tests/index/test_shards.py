@@ -92,9 +92,8 @@ def test_published_manifest_says_what_the_service_needs_and_is_deterministic(
 ) -> None:
     planned(store, tmp_path / "vectors", n=3000)
     options = {"nq": 200, "target_recall": 0.9}
-    result = stages.build_index(
-        store, SID, train_options={"nq": 200, "nshards": 2}, validate_options=options
-    )
+    compressed = {"nq": 200, "nshards": 2, "memory_floor_mb": 0}  # the large-collection shape
+    result = stages.build_index(store, SID, train_options=compressed, validate_options=options)
     assert result["moved"] and result["key"] == f"manifests/{SID}.json"
     m = read_current(store)
     assert m is not None and m.snapshot_id == SID
@@ -110,7 +109,5 @@ def test_published_manifest_says_what_the_service_needs_and_is_deterministic(
     # A retry assembles the identical bytes and publishing again changes nothing.
     again = build_manifest(store, SID, encoder=m.encoder, lineage=m.lineage)
     assert again.to_json() == m.to_json()
-    rerun = stages.build_index(
-        store, SID, train_options={"nq": 200, "nshards": 2}, validate_options=options
-    )
+    rerun = stages.build_index(store, SID, train_options=compressed, validate_options=options)
     assert not rerun["moved"] and "already current" in rerun["message"]

@@ -34,6 +34,11 @@ spec_options = _options(
         "--budget", type=float, help="Resident bytes per vector (VSEARCH_INDEX_BYTES_PER_VECTOR)."
     ),
     click.option("--max-query-ms", type=float, help="Per-query ms on one core."),
+    click.option(
+        "--memory-floor-mb",
+        type=float,
+        help="Resident MiB under which memory never forces compression.",
+    ),
     click.option("--nshards", type=int, help="Number of shards."),
     click.option("--seed", type=int, help="Seed of sampling and k-means."),
     click.option("--metric", type=click.Choice(["ip", "l2"]), help="Default: detected."),
@@ -54,6 +59,7 @@ def train_options(opts: dict[str, Any]) -> dict[str, Any]:
         "factory": opts["factory"],
         "bytes_per_vector": opts["budget"],
         "max_query_ms": opts["max_query_ms"],
+        "memory_floor_mb": opts["memory_floor_mb"],
         "nshards": opts["nshards"],
         "seed": opts["seed"],
         "metric": opts["metric"],
@@ -86,8 +92,11 @@ def print_report(store: ObjectStore, snapshot_id: str) -> None:
         click.echo(line)
 
 
-def gated(store: ObjectStore, snapshot_id: str, run: Callable[[], Any]) -> Any:
-    """Run what validates, then print the report, also when the gate failed."""
+def gated(
+    store: ObjectStore, snapshot_id: str, run: Callable[[], Any], *, after: bool = True
+) -> Any:
+    """Run what validates; print the report when the gate failed, and (``after``) when
+    it passed."""
     from vsearch.index import RecallGateFailed
 
     try:
@@ -95,7 +104,8 @@ def gated(store: ObjectStore, snapshot_id: str, run: Callable[[], Any]) -> Any:
     except RecallGateFailed:
         print_report(store, snapshot_id)
         raise
-    print_report(store, snapshot_id)
+    if after:
+        print_report(store, snapshot_id)
     return result
 
 
@@ -169,7 +179,7 @@ def build(ctx: Context, /, snapshot_id: str, **opts: Any) -> None:
         ctx.store, snapshot_id, train_options=train_options(opts),
         validate_options=validation_options(opts), force=opts["force"], settings=ctx.settings,
         on_stage=lambda stage, result: _say(ctx.store, snapshot_id, stage, result),
-    ))  # fmt: skip
+    ), after=False)  # fmt: skip
 
 
 def _say(store: ObjectStore, snapshot_id: str, stage: str, result: Any) -> None:
@@ -177,6 +187,8 @@ def _say(store: ObjectStore, snapshot_id: str, stage: str, result: Any) -> None:
         print_trained(store, snapshot_id, result)
     elif stage == "build_shard":
         click.echo(f"{result['uri']}: {result['ntotal']} vectors, {result['bytes']} bytes")
+    elif stage == "validate":
+        print_report(store, snapshot_id)
     elif stage == "publish":
         click.echo(result["message"])
 
@@ -195,7 +207,7 @@ def compact(ctx: Context, snapshot_id: str) -> None:
     gated(ctx.store, snapshot_id, lambda: stages.complete_snapshot(
         ctx.store, snapshot_id, settings=ctx.settings,
         on_stage=lambda stage, result: _say(ctx.store, snapshot_id, stage, result),
-    ))  # fmt: skip
+    ), after=False)  # fmt: skip
 
 
 COMMANDS = [train, build_shard, validate, publish_built, build, compact]

@@ -2,50 +2,56 @@
 
 ``choose_spec`` follows autofaiss's idea (the index that fits
 ``max_index_memory_usage`` and ``max_index_query_time_ms``) with an explicit
-cost model, so the report can say why each number was picked:
+cost model (``vsearch.index.cost``), so the report can say why each number was
+picked. Families, most exact first; the first that fits both budgets wins:
 
-- **exact** (``IDMap2,Flat``) when 4·d bytes per vector fit the budget and a
-  brute-force scan of one shard fits the latency budget — or when there are
-  too few vectors for a compressed index to make sense;
-- otherwise **OPQ + IVF + PQ, 4-bit fast-scan**, re-ranked by an SQ8 copy of
-  the vectors (``Refine(SQ8)``) that the service may memory-map from disk.
-  nlist ≈ 4·√n per shard (the usual rule), halved until the centroids cost at
-  most a fifth of the budget; an HNSW coarse quantizer once scanning the
-  centroids alone would eat a quarter of the latency budget; then the largest
-  PQ that fits what is left. OPQ may reduce the dimension (≤ 8 dims per
-  sub-quantizer): the rotation keeps the directions that carry the variance,
-  and the re-ranking step works on the full vectors again.
+1. **exact** (``IDMap2,Flat``);
+2. **IVF with float32 lists** (``IVF{nlist},Flat``): exact distances, a share of
+   the lists scanned;
+3. **IVF with 8-bit scalar-quantised lists** (``IVF{nlist},SQ8``): a byte per
+   dimension; recall@10 of an exhaustive SQ8 scan is 0.995 on CIFAR-10
+   EfficientNet vectors, so no re-ranking is needed;
+4. **OPQ + IVF + PQ, 4-bit fast-scan**, re-ranked by an SQ8 copy of the vectors
+   (``Refine(SQ8)``) that the service may memory-map from disk: the largest PQ
+   whose codes and ids fit the per-vector budget.
 
-Budgets are *resident* bytes per vector: what must stay in RAM (codes, ids,
-centroids, rotation). The re-ranking codes are reported apart, as disk bytes.
+The memory budget is ``max(bytes_per_vector x n, memory floor)`` resident bytes
+(what must stay in RAM: codes, ids, centroids, rotation; the re-ranking codes
+are reported apart, as disk bytes). The per-vector budget governs at scale; the
+floor (default 256 MiB, about what the query service with its encoder holds
+before any index) keeps small collections from being compressed, and absorbs
+the fixed costs (centroids, OPQ matrix) that a few vectors cannot amortise.
+
+The latency budget is ms per query and shard on one core. At its default it is
+a target: when no family meets it, the fastest that fits memory is chosen and
+the reasons say so (more shards cut it). Set to anything else it is a limit,
+like the memory budget: when nothing fits, ``SpecError`` names the smallest
+budget that would.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from vsearch.index.cost import REFINE_BYTES_PER_DIM
+from vsearch.index.families import MIB, Budget, Family, families, mib
+
 Metric = Literal["ip", "l2"]
 
-# One core, one query, brute force: multiply-adds per millisecond. Deliberately
-# low (memory-bound scan of float32 on a busy core) so the latency rule errs
-# towards the approximate index; bench/index_bench.py measures the real figure.
-FLAT_MACS_PER_MS = 4e6
-IVF_ID_BYTES = 8  # faiss inverted lists store int64 ids
-IDMAP_ID_BYTES = 8  # IndexIDMap's id table (IndexRefine cannot carry ids itself)
-IDMAP2_BYTES = 8 + 48  # IndexIDMap2 also keeps an unordered_map id -> position in RAM
-LIST_OVERHEAD_BYTES = 48  # two std::vector headers per inverted list
-HNSW_QUANTIZER_LINKS = 32
-MIN_COMPRESSED_N = 1000  # below this an exact index is a few MB at most
-MAX_NLIST = 1 << 16
+DEFAULT_BYTES_PER_VECTOR = 48.0
+DEFAULT_MAX_QUERY_MS = 1.0
+# A process with the query service's modules and its EfficientNet-Lite0 encoder holds
+# ~250 MiB before any index (bench/results/index_cost_model.md): an index smaller
+# than that is never a reason to compress.
+DEFAULT_MEMORY_FLOOR_MB = 256.0
 MAX_TRAIN = 500_000
 # Re-ranking shortlist: k_factor * k candidates from the PQ scan. On Fashion-MNIST
 # (784-d, 13 B of codes) recall@10 at nprobe 8 was 0.68 / 0.91 / 0.956 / 0.964 for
 # k_factor 8 / 32 / 64 / 96, at ~0.5 ms/query for 64 (bench/index_bench.py).
 DEFAULT_K_FACTOR = 64
-REFINE_BYTES_PER_DIM = {"SQ8": 1, "SQfp16": 2, "Flat": 4}
-_CENTROID_SHARE = 0.2  # at most this share of the budget goes to fixed costs
 
 
 class SpecError(ValueError):
@@ -99,43 +105,13 @@ def training_size(n: int, nlist: int | None, nbits: int | None, opq: bool) -> in
     return min(n, need, MAX_TRAIN)
 
 
-def _pow2(x: float) -> int:
-    return 1 << max(0, round(math.log2(max(x, 1.0))))
-
-
-def estimate_bytes(
-    *,
-    n_shard: int,
-    d: int,
-    nlist: int,
-    d_ivf: int,
-    m: int,
-    nbits: int,
-    opq: bool,
-    hnsw: bool,
-    refine: str | None,
-) -> tuple[float, float]:
-    """(resident, disk) bytes per vector of one IVF-PQ shard holding ``n_shard`` vectors."""
-    code = m * nbits / 8
-    fixed = nlist * d_ivf * 4 + nlist * LIST_OVERHEAD_BYTES + 2**nbits * d_ivf * 4
-    if hnsw:
-        fixed += nlist * HNSW_QUANTIZER_LINKS * 2 * 4 * 1.1
-    if opq:
-        fixed += d * d_ivf * 4
-    if nbits == 4:  # fast-scan pads each list to blocks of 32 codes: half a block wasted
-        fixed += nlist * 16 * code
-    ids = IVF_ID_BYTES + (IDMAP_ID_BYTES if refine else 0)
-    resident = code + ids + fixed / max(n_shard, 1)
-    disk = resident + (REFINE_BYTES_PER_DIM[refine] * d if refine else 0)
-    return resident, disk
-
-
 def choose_spec(
     n: int,
     d: int,
     *,
-    bytes_per_vector_budget: float = 48.0,
-    max_query_ms: float = 1.0,
+    bytes_per_vector_budget: float = DEFAULT_BYTES_PER_VECTOR,
+    max_query_ms: float = DEFAULT_MAX_QUERY_MS,
+    memory_floor_mb: float = DEFAULT_MEMORY_FLOOR_MB,
     metric: Metric = "ip",
     nshards: int = 1,
     refine: str | None = "SQ8",
@@ -145,105 +121,114 @@ def choose_spec(
     """The index for ``n`` vectors of dimension ``d`` within the budgets (see module doc)."""
     if n < 1 or d < 1 or nshards < 1:
         raise SpecError(f"need n, d, nshards >= 1, got n={n} d={d} nshards={nshards}")
-    if bytes_per_vector_budget <= 0 or max_query_ms <= 0:
-        raise SpecError("bytes_per_vector_budget and max_query_ms must be > 0")
+    if bytes_per_vector_budget <= 0 or max_query_ms <= 0 or memory_floor_mb < 0:
+        raise SpecError(
+            "bytes_per_vector_budget and max_query_ms must be > 0, memory_floor_mb >= 0"
+        )
     if refine is not None and refine not in REFINE_BYTES_PER_DIM:
         raise SpecError(f"refine must be one of {sorted(REFINE_BYTES_PER_DIM)} or None")
-    n_shard = math.ceil(n / nshards)
-    budget = bytes_per_vector_budget
-    flat_bytes, flat_ms = 4 * d + IDMAP2_BYTES, n_shard * d / FLAT_MACS_PER_MS
-    if n < MIN_COMPRESSED_N or (flat_bytes <= budget and flat_ms <= max_query_ms):
-        why = (
-            f"{n} vectors: fewer than {MIN_COMPRESSED_N}, an exact index is small enough"
-            if n < MIN_COMPRESSED_N
-            else f"exact search fits: {flat_bytes} B/vector <= {budget:g}, "
-            f"~{flat_ms:.2f} ms/query <= {max_query_ms:g}"
-        )
-        return IndexSpec(
-            "IDMap2,Flat", metric, d, None, None, None, False, None, None, 0,
-            flat_bytes, flat_bytes, (why,),
-        )  # fmt: skip
-    nbits = 4 if fast_scan else 8
-    reasons = [
-        f"exact search needs {flat_bytes} B/vector and ~{flat_ms:.2f} ms/query per shard; "
-        f"budget {budget:g} B/vector, {max_query_ms:g} ms/query: compress"
-    ]
-    nlist = min(_pow2(4 * math.sqrt(n_shard)), MAX_NLIST, max(1, n // 39))
-    d_ivf_max = min(d, 8 * 64)
-    while (
-        nlist > 8
-        and nlist * (d_ivf_max * 4 + LIST_OVERHEAD_BYTES) > _CENTROID_SHARE * budget * n_shard
-    ):
-        nlist //= 2
-    reasons.append(
-        f"nlist={nlist}: ~4*sqrt({n_shard}) vectors per shard, halved while centroids "
-        f"cost more than {_CENTROID_SHARE:.0%} of the budget"
-    )
-    best = None
-    for m in range(min(d, 2 * int(budget)), 0, -1):
-        if fast_scan and m % 2:
-            continue
-        dsub_max = 8 if fast_scan else 16
-        d_ivf = m * max(1, min(d // m, dsub_max))
-        if d_ivf < 0.75 * min(d, m * dsub_max):
-            continue  # m divides d badly: OPQ would drop too many dimensions
-        hnsw = nlist * d_ivf / FLAT_MACS_PER_MS > 0.25 * max_query_ms
-        resident, disk = estimate_bytes(
-            n_shard=n_shard, d=d, nlist=nlist, d_ivf=d_ivf, m=m, nbits=nbits,
-            opq=True, hnsw=hnsw, refine=refine,
-        )  # fmt: skip
-        if resident <= 0.97 * budget:  # 3% margin for what the model does not count
-            best = (m, d_ivf, hnsw, resident, disk)
+    budget = Budget(n, nshards, bytes_per_vector_budget, max_query_ms, memory_floor_mb * MIB)
+    strict = max_query_ms != DEFAULT_MAX_QUERY_MS  # the default is a target, not a limit
+
+    def candidates(b: Budget) -> list[Family]:
+        return families(n, d, b, refine=refine, fast_scan=fast_scan, k_factor=k_factor)
+
+    reasons = [budget.describe()]
+    chosen = None
+    for c in candidates(budget):
+        over = [
+            what
+            for what, ok in (("memory", budget.fits_memory(c.cost)),
+                             ("latency", budget.fits_latency(c.cost)))
+            if not ok
+        ]  # fmt: skip
+        if not over:
+            chosen = c
             break
-    if best is None:
-        smallest = estimate_bytes(
-            n_shard=n_shard, d=d, nlist=nlist, d_ivf=min(d, 8), m=2 if fast_scan else 1,
-            nbits=nbits, opq=True, hnsw=False, refine=refine,
-        )[0]  # fmt: skip
-        raise SpecError(
-            f"no IVF-PQ index of {n} x {d} fits {budget:g} B/vector (the smallest needs "
-            f"~{smallest:.1f}); raise the budget, use more vectors per shard, or pass a factory"
-        )
-    m, d_ivf, hnsw, resident, disk = best
-    opq = f"OPQ{m}_{d_ivf}" if d_ivf != d else f"OPQ{m}"
-    ivf = f"IVF{nlist}_HNSW{HNSW_QUANTIZER_LINKS}" if hnsw else f"IVF{nlist}"
-    pq = f"PQ{m}x4fsr" if fast_scan else f"PQ{m}x8"
-    parts = [opq, ivf, pq]
-    if refine:
-        parts = ["IDMap", *parts, "RFlat" if refine == "Flat" else f"Refine({refine})"]
-    reasons.append(
-        f"{pq}: the largest PQ leaving resident bytes <= budget "
-        f"({m * nbits // 8} B codes + {IVF_ID_BYTES + (IDMAP_ID_BYTES if refine else 0)} B ids "
-        f"+ fixed costs = ~{resident:.1f} B/vector)"
-        + (", 4-bit fast-scan: SIMD distance tables" if fast_scan else "")
-    )
-    reasons.append(
-        f"{opq}: rotation balancing variance across sub-quantizers"
-        + (f", {d} -> {d_ivf} dims" if d_ivf != d else "")
-    )
-    if hnsw:
-        reasons.append(f"HNSW coarse quantizer: a flat scan of {nlist} centroids is too slow")
-    if refine:
+        reasons.append(f"not {c.name} ({c.factory}): {c.footprint(budget)}, over the "
+                       + " and ".join(over) + " budget")  # fmt: skip
+    verdict = "fits"
+    if chosen is None:
+        chosen, verdict = _fastest_or_raise(candidates, budget, strict, d), "is the fastest"
         reasons.append(
-            f"Refine({refine}) of the top {k_factor}*k: restores recall; its "
-            f"{REFINE_BYTES_PER_DIM[refine] * d} B/vector may be memory-mapped from disk"
+            f"no index meets the {max_query_ms:g} ms/query target by the model: {chosen.name} "
+            "is the fastest that fits memory (more shards would cut the time)"
         )
+    reasons += [f"{chosen.name} {verdict}: {chosen.footprint(budget)}", *chosen.reasons]
     reasons.append(f"metric {metric}" + (": normalised vectors" if metric == "ip" else ""))
+    resident = chosen.cost.resident(n, nshards) / n
     return IndexSpec(
-        factory=",".join(parts),
+        factory=chosen.factory,
         metric=metric,
         d=d,
-        nlist=nlist,
-        m=m,
-        nbits=nbits,
-        opq=True,
-        refine=refine,
-        k_factor=k_factor if refine else None,
-        n_train=training_size(n, nlist, nbits, True),
+        nlist=chosen.nlist,
+        m=chosen.m,
+        nbits=chosen.nbits,
+        opq=chosen.opq,
+        refine=chosen.refine,
+        k_factor=k_factor if chosen.refine else None,
+        n_train=training_size(n, chosen.nlist, chosen.nbits, chosen.opq) if chosen.nlist else 0,
         est_resident_bytes_per_vector=round(resident, 2),
-        est_disk_bytes_per_vector=round(disk, 2),
+        est_disk_bytes_per_vector=round(resident + chosen.cost.disk_per_vector, 2),
         reasons=tuple(reasons),
     )
+
+
+def _fastest_or_raise(
+    candidates: Callable[[Budget], list[Family]], budget: Budget, strict: bool, d: int
+) -> Family:
+    """No family fits both budgets. With the latency budget at its default, the fastest
+    family that fits memory; otherwise ``SpecError`` naming the smallest budgets that would."""
+
+    def fits(b: Budget) -> bool:
+        return any(
+            b.fits_memory(c.cost) and (b.fits_latency(c.cost) or not strict) for c in candidates(b)
+        )
+
+    fit_memory = [c for c in candidates(budget) if budget.fits_memory(c.cost)]
+    if fit_memory and not strict:
+        return min(fit_memory, key=lambda c: c.cost.ms)
+    n, b, t = budget.n, budget.bytes_per_vector, budget.max_query_ms
+    need_b = _smallest(lambda x: fits(budget.replace(bytes_per_vector=x)), b, 4 * (2 * d + 64))
+    need_floor = _smallest(lambda x: fits(budget.replace(floor=x * MIB)), 0.0,
+                           4 * (2 * d + 64) * n / MIB)  # fmt: skip
+    worst_ms = max(c.cost.ms for c in candidates(budget))
+    need_t = _smallest(lambda x: fits(budget.replace(max_query_ms=x)), 0.0, 2 * worst_ms + t)
+    shards = f" in {budget.nshards} shards" if budget.nshards > 1 else ""
+    if not fit_memory:
+        would = [f"{need_b:g} B/vector"] if need_b is not None else []
+        if need_floor is not None:
+            would.append(f"a memory floor of {need_floor:g} MiB")
+        if strict and need_t is not None:
+            would.append(f"{need_t:g} ms/query")
+        raise SpecError(
+            f"no index of {n} x {d}{shards} fits {b:g} B/vector ({mib(budget.memory)} with "
+            f"the {mib(budget.floor)} floor)" + (f" and {t:g} ms/query" if strict else "")
+            + ": the smallest budget that would fit is " + (" or ".join(would) or "none alone")
+            + "; raise it, use more vectors per shard, or pass a factory"
+        )  # fmt: skip
+    fastest = min(fit_memory, key=lambda c: c.cost.ms)
+    raise SpecError(
+        f"no index of {n} x {d}{shards} answers within {t:g} ms/query (modelled, per shard) "
+        f"in {b:g} B/vector: the smallest latency budget that would fit is {need_t:g} ms/query "
+        f"({fastest.name})" + (f", or {need_b:g} B/vector" if need_b is not None else "")
+        + "; raise it or use more shards"
+    )  # fmt: skip
+
+
+def _smallest(fits: Callable[[float], bool], lo: float, hi: float) -> float | None:
+    """About the smallest x in (lo, hi] with ``fits(x)`` (bisection, then rounded up to
+    3 significant digits and checked); None when even ``hi`` does not fit."""
+    if not fits(hi):
+        return None
+    for _ in range(60):
+        if hi - lo <= 1e-4 * hi:
+            break
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    step = 10.0 ** (math.floor(math.log10(hi)) - 2)
+    rounded = round(math.ceil(hi / step) * step, 10)
+    return rounded if fits(rounded) else hi
 
 
 def spec_from_factory(

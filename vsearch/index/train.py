@@ -25,6 +25,7 @@ from vsearch.canonical_json import fingerprint as json_fingerprint
 from vsearch.index.layout import trained_key, trained_record_key
 from vsearch.index.spec import (
     DEFAULT_K_FACTOR,
+    DEFAULT_MEMORY_FLOOR_MB,
     IndexSpec,
     Metric,
     choose_spec,
@@ -64,6 +65,7 @@ def resolve_spec(
     metric: Metric,
     nshards: int,
     k_factor: int = DEFAULT_K_FACTOR,
+    memory_floor_mb: float = DEFAULT_MEMORY_FLOOR_MB,
 ) -> IndexSpec:
     if factory:
         return spec_from_factory(factory, inv.n, inv.d, metric=metric, k_factor=k_factor)
@@ -75,6 +77,7 @@ def resolve_spec(
         metric=metric,
         nshards=nshards,
         k_factor=k_factor,
+        memory_floor_mb=memory_floor_mb,
     )
 
 
@@ -92,6 +95,7 @@ def train_index(
     n_train: int | None = None,
     device: Device = "auto",
     k_factor: int = DEFAULT_K_FACTOR,
+    memory_floor_mb: float = DEFAULT_MEMORY_FLOOR_MB,
 ) -> str:
     """Train the snapshot's index on a sample of its embeddings; return the key of
     ``trained.index``. ``factory`` overrides the budget-driven choice."""
@@ -107,6 +111,7 @@ def train_index(
         metric=metric,
         nshards=nshards,
         k_factor=k_factor,
+        memory_floor_mb=memory_floor_mb,
     )
     n_train = spec.n_train if n_train is None else min(n_train, inv.n)
     inputs = {

@@ -291,6 +291,14 @@ def _assemble_report(
 
 def _gate(report: ValidationReport, key: str) -> None:
     if not report.gate.passed:
+        best = max(report.curve, key=lambda p: p.recall_at_10, default=None)
+        how_close = (
+            f"; best recall@10 reached: {best.recall_at_10:.4f} at nprobe={best.nprobe}"
+            if best
+            else ""
+        )
         raise RecallGateFailed(
-            f"{report.snapshot_id}: recall gate failed: {report.gate.reason} (see {key})", key
+            f"{report.snapshot_id}: recall gate failed: {report.gate.reason} (see {key})"
+            + how_close,
+            key,
         )

@@ -32,6 +32,7 @@ def train(
     factory: str | None = None,
     bytes_per_vector: float | None = None,
     max_query_ms: float | None = None,
+    memory_floor_mb: float | None = None,
     nshards: int | None = None,
     seed: int | None = None,
     metric: str | None = None,
@@ -55,6 +56,7 @@ def train(
         factory=factory or s.index_factory or None,
         bytes_per_vector_budget=bytes_per_vector or s.index_bytes_per_vector,
         max_query_ms=max_query_ms or s.index_max_query_ms,
+        memory_floor_mb=s.index_memory_floor_mb if memory_floor_mb is None else memory_floor_mb,
         metric=metric,  # type: ignore[arg-type]
         nshards=nshards or s.index_nshards,
         seed=s.index_seed if seed is None else seed,
