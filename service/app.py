@@ -10,9 +10,12 @@ and inject parts:
 
 ==========================  =====================================================
 ``SETTINGS``                a whole ``Settings`` (instead of reading the environment)
-``ENCODER``                 an ``Encoder`` instance for text/image queries
+``ENCODER``                 an ``Encoder`` for text/image queries (default: the
+                            ``query_encoder`` setting, else the encoder the served
+                            snapshot was built with: ``service.query_encoder``)
 ``STORE_OBJECT``            an ``ObjectStore`` instance
-``FETCH_POLICY``            the image-URL address policy (``vsearch.safe_fetch``)
+``FETCH_POLICY``            the image-URL address policy (``vsearch.safe_fetch``);
+                            the ``image_fetch_allow`` hosts are admitted beside it
 ``MEMORY_BUDGET_BYTES``     the snapshot memory budget, in bytes
 ``MAX_IMAGE_PIXELS``        decoded image size limit (default 40 M pixels)
 ``LOAD_ON_START``           ``"background"`` (default), ``"sync"`` or ``"off"``

@@ -22,7 +22,8 @@ def healthz() -> tuple[Response, int]:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """200 while a snapshot is served; says why when the newest one was refused."""
+    """200 while a snapshot is served; says why when the newest one was refused, and what
+    state the query encoder is in (vector and id queries never need it)."""
     state = get_state()
     registry = state.registry
     snap = registry.current
@@ -35,6 +36,7 @@ def readyz() -> tuple[Response, int]:
         "refused": registry.refusal,
         "last_error": state.encoder_error or registry.last_error,
         "swaps": registry.swaps,
+        "encoder": state.encoder.status(),
     }
     if snap is None:
         body["reason"] = state.encoder_error or registry.not_ready_reason()

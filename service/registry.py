@@ -11,8 +11,9 @@ retired and unleased — never under a running request. Loading one snapshot
 lifecycle around it.
 
 A snapshot is refused — and the old one keeps serving — when an object fails
-its checksum, its encoder differs from the service's (or, with no encoder, from
-the first snapshot served), or it would not fit the memory budget.
+its checksum, its encoder differs from the service's (or, with no encoder
+configured, from the first snapshot served: the encoder the service then derives
+for queries), or it would not fit the memory budget.
 
 Others follow the lifecycle through listeners, each called in registration
 order (those given to the constructor first, then those added):
@@ -193,18 +194,24 @@ class SnapshotRegistry:
             self.swap(loaded)
             return "swapped"
 
+    @property
+    def expected_encoder(self) -> EncoderInfo | None:
+        """The encoder every snapshot must have been built with: the service's own, else
+        (no encoder configured) the first snapshot's; None before there is either."""
+        # The served snapshot passed this check, so by induction it has the first one's.
+        current = self._current
+        if self.encoder_info is None and current is not None:
+            return current.manifest.encoder
+        return self.encoder_info
+
     def load(self, manifest: Manifest) -> LoadedSnapshot:
         """Download, verify and open every shard and the metadata of ``manifest``."""
-        # With no encoder of its own the service keeps to the first snapshot's encoder.
-        expected = self.encoder_info
-        if expected is None and self._current is not None:
-            expected = self._current.manifest.encoder
         return load_snapshot(
             manifest,
             self.store,
             self.metadata,
             self.cache,
-            expected_encoder=expected,
+            expected_encoder=self.expected_encoder,
             memory_budget_bytes=self.memory_budget_bytes,
             shard_threads=self.shard_threads,
             max_batch=self.max_batch,

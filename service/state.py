@@ -7,7 +7,6 @@ apps in one process (tests, a second replica) are independent.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,16 +17,26 @@ from flask import Flask, current_app
 from service.embedding import QueryEmbedder, open_query_cache
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
+from service.query_encoder import ConfiguredEncoder, SnapshotEncoder
 from service.registry import LoadedSnapshot, SnapshotRegistry, default_memory_budget
 from service.replica import Replica, default_replica_id
-from vsearch.config import Settings
+from vsearch.config import ConfigError, Settings
 from vsearch.delta import open_delta_log
-from vsearch.encoders.base import Encoder, EncoderUnavailable
+from vsearch.encoders.base import EncoderUnavailable
 from vsearch.metadata import MetadataStore, open_metadata_store
-from vsearch.safe_fetch import AddressPolicy, FetchError, FetchRefused, default_policy, fetch_url
+from vsearch.safe_fetch import (
+    AddressPolicy,
+    FetchError,
+    FetchRefused,
+    TrustedHosts,
+    default_policy,
+    fetch_url,
+)
 from vsearch.storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
+
+QueryEncoder = ConfiguredEncoder | SnapshotEncoder
 
 
 @dataclass
@@ -39,6 +48,7 @@ class ServiceState:
     metadata: MetadataStore
     embedder: QueryEmbedder
     metrics: ServiceMetrics
+    encoder: QueryEncoder
     encoder_error: str | None = None
     _closed: bool = field(default=False, repr=False)
 
@@ -54,42 +64,21 @@ def get_state() -> ServiceState:
     return state
 
 
-class _LazyEncoder:
-    """The injected encoder, or one built on first use from the ``query_encoder`` spec."""
-
-    def __init__(self, injected: Encoder | None, spec: str) -> None:
-        self.injected, self.spec = injected, spec
-        self._encoder: Encoder | None = injected
-        self._lock = threading.Lock()
-
-    @property
-    def configured(self) -> bool:
-        return self.injected is not None or bool(self.spec)
-
-    def __call__(self) -> Encoder | None:
-        if self._encoder is not None or not self.spec:
-            return self._encoder
-        with self._lock:
-            if self._encoder is None:
-                from vsearch.encoders import load_encoder
-
-                try:
-                    self._encoder = load_encoder(self.spec)
-                except ValueError as e:  # a malformed spec: as unavailable, with the reason
-                    raise EncoderUnavailable(f"query_encoder={self.spec!r}: {e}") from None
-            return self._encoder
-
-
 def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> ServiceState:
     """Open the store, logs and caches; nothing is downloaded yet."""
+    try:
+        trusted = TrustedHosts.parse(settings.image_fetch_allow)
+    except ValueError as e:
+        raise ConfigError(f"image_fetch_allow: {e}") from None
     metrics = ServiceMetrics()
     store = extra.get("STORE_OBJECT") or open_store(settings=settings)
     metadata = open_metadata_store(settings.metadata_db)
-    encoder = _LazyEncoder(extra.get("ENCODER"), settings.query_encoder)
+    configured: ConfiguredEncoder | None = None
     encoder_info, encoder_error = None, None
-    if encoder.configured:
+    if extra.get("ENCODER") is not None or settings.query_encoder:
+        configured = ConfiguredEncoder(extra.get("ENCODER"), settings.query_encoder)
         try:
-            enc = encoder()
+            enc = configured()
             encoder_info = enc.info if enc is not None else None
         except EncoderUnavailable as e:
             encoder_error = f"query encoder unavailable: {e}"
@@ -128,13 +117,21 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
         lambda: len(replica.delta) if replica.delta is not None else 0,
         lambda: replica.delta.upserts if replica.delta is not None else 0,
     )
+    # Nothing configured: queries are embedded by the encoder the snapshots were built with.
+    encoder: QueryEncoder = (
+        configured if configured is not None else SnapshotEncoder(lambda: registry.expected_encoder)
+    )
     policy: AddressPolicy = extra.get("FETCH_POLICY") or default_policy
     max_bytes = int(settings.image_fetch_max_mb * 2**20)
 
     def fetch(url: str) -> bytes:
         try:
             return fetch_url(
-                url, max_bytes=max_bytes, timeout_s=settings.image_fetch_timeout_s, policy=policy
+                url,
+                max_bytes=max_bytes,
+                timeout_s=settings.image_fetch_timeout_s,
+                policy=policy,
+                trusted=trusted,
             ).data
         except FetchRefused as e:
             raise ApiError(400, "image_url_refused", str(e)) from None
@@ -149,7 +146,7 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
         on_cache=lambda result: metrics.query_cache.labels(result).inc(),
     )
     return ServiceState(
-        settings, store, registry, replica, metadata, embedder, metrics, encoder_error
+        settings, store, registry, replica, metadata, embedder, metrics, encoder, encoder_error
     )
 
 

@@ -6,11 +6,19 @@ Every hop (the URL and each redirect) is checked the same way:
 2. the host name is resolved once, and *every* address it resolves to must pass
    the address policy — by default loopback, private, link-local, multicast,
    reserved, unspecified, shared (CGNAT) and cloud-metadata addresses are
-   refused, IPv4-mapped IPv6 included;
-3. the connection goes to the address that was checked (no second DNS lookup,
+   refused, IPv4-mapped IPv6 included — unless the trusted hosts admit it (below);
+3. the connection goes to an address that was checked (no second DNS lookup,
    so DNS rebinding between check and connect is impossible); TLS still
    verifies the certificate against the host name;
 4. size (Content-Length and the bytes actually read) and total time are bounded.
+
+Trusted hosts (``TrustedHosts``, the service's ``image_fetch_allow``) let an
+operator admit internal image servers: a host *name* in the list may resolve to
+private addresses (matched exactly, case-insensitively: no wildcards, no
+subdomains), and a *CIDR* admits every address in it, whatever name led there.
+Any other name still has to resolve to public addresses, so a public name
+pointed at an internal address is refused unless that address is in a listed
+CIDR. Cloud-metadata, unspecified and multicast addresses are never admitted.
 
 The policy is a callable so that tests can allow one loopback server as a first
 hop while everything else stays refused.
@@ -20,15 +28,17 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 AddressPolicy = Callable[[IPAddress, int], str | None]
 Resolver = Callable[[str, int], list[str]]
 
@@ -47,10 +57,15 @@ class FetchRefused(FetchError):
     """The URL, or a redirect, points somewhere the policy refuses."""
 
 
+def _unmapped(ip: IPAddress) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def default_policy(ip: IPAddress, port: int) -> str | None:
     """Why ``ip`` must not be contacted, or None when it is a public address."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = _unmapped(ip)
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
     for attribute, reason in (
@@ -79,6 +94,59 @@ def allow_also(
     return policy
 
 
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def _normal_host(host: str) -> str:
+    return host.strip().lower().removesuffix(".")
+
+
+@dataclass(frozen=True)
+class TrustedHosts:
+    """Host names and networks admitted beside public addresses; see the module docstring."""
+
+    names: frozenset[str] = frozenset()
+    networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> TrustedHosts:
+        """From a comma-separated list: ``images.internal, 10.0.0.0/8, 192.168.4.20``.
+
+        A bare address is a one-address network. Raises ValueError, naming the
+        entry, for anything else: wildcards, schemes, ports, host bits set in a CIDR.
+        """
+        names: set[str] = set()
+        networks: list[IPNetwork] = []
+        for raw in spec.split(","):
+            entry = raw.strip()
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=True))
+                continue
+            except ValueError as e:
+                if "/" in entry:
+                    raise ValueError(f"{entry!r} is neither a host name nor a CIDR: {e}") from None
+            name = _normal_host(entry)
+            if len(name) > 253 or not _HOST_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{entry!r} is neither a host name nor a CIDR (give exact names: "
+                    "no wildcards, schemes or ports)"
+                )
+            names.add(name)
+        return cls(frozenset(names), tuple(networks))
+
+    def admits(self, host: str, ip: IPAddress) -> bool:
+        """Whether ``ip``, an address ``host`` resolved to, is trusted."""
+        ip = _unmapped(ip)
+        if ip in METADATA_ADDRESSES or ip.is_unspecified or ip.is_multicast:
+            return False
+        if _normal_host(host) in self.names:
+            return True
+        return any(ip in network for network in self.networks)
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
@@ -91,26 +159,39 @@ class Fetched:
     data: bytes
 
 
+def _connect(addresses: Sequence[str], port: int, timeout: float | None) -> socket.socket:
+    """A connection to the first of ``addresses`` (every one checked) that accepts."""
+    error: OSError = OSError("no address to connect to")
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as e:
+            error = e
+    raise error
+
+
 class _PinnedHTTP(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+    def __init__(self, host: str, port: int, addresses: Sequence[str], timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
-        self._address = address
+        self._addresses = addresses
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = _connect(self._addresses, self.port, self.timeout)
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+    def __init__(self, host: str, port: int, addresses: Sequence[str], timeout: float) -> None:
         super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self._address = address
+        self._addresses = addresses
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock = _connect(self._addresses, self.port, self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
-def _check_hop(url: str, policy: AddressPolicy, resolver: Resolver) -> tuple[Any, str, int, str]:
+def _check_hop(
+    url: str, policy: AddressPolicy, resolver: Resolver, trusted: TrustedHosts
+) -> tuple[Any, str, int, list[str]]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FetchRefused(f"only http and https URLs are fetched, not {parts.scheme or 'none'!r}")
@@ -131,10 +212,12 @@ def _check_hop(url: str, policy: AddressPolicy, resolver: Resolver) -> tuple[Any
         raise FetchError(f"host {host!r} resolves to no address")
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if trusted.admits(host, ip):
+            continue
         reason = policy(ip, port)
         if reason is not None:
             raise FetchRefused(f"{host} resolves to {ip}, {reason}")
-    return parts, host, port, addresses[0]
+    return parts, host, port, addresses
 
 
 def fetch_url(
@@ -145,16 +228,20 @@ def fetch_url(
     max_redirects: int = 3,
     policy: AddressPolicy = default_policy,
     resolver: Resolver = system_resolver,
+    trusted: TrustedHosts = TrustedHosts(),
 ) -> Fetched:
-    """GET ``url`` under the rules in the module docstring; raise FetchError otherwise."""
+    """GET ``url`` under the rules in the module docstring; raise FetchError otherwise.
+
+    ``trusted`` admits its hosts beside what ``policy`` allows, on every hop.
+    """
     deadline = time.monotonic() + timeout_s
     for _hop in range(max_redirects + 1):
-        parts, host, port, address = _check_hop(url, policy, resolver)
+        parts, host, port, addresses = _check_hop(url, policy, resolver, trusted)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError(f"fetching took longer than {timeout_s:g}s")
         cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
-        conn = cls(host, port, address, remaining)
+        conn = cls(host, port, addresses, remaining)
         try:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             conn.request("GET", path, headers={"User-Agent": "vsearch", "Accept": "image/*"})

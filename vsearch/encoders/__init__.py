@@ -10,6 +10,10 @@ Options follow a ``?``: ``efficientnet-lite0?image_size=160``,
 ``clip:openai/clip-vit-base-patch32?dtype=bf16&revision=main``. Keyword arguments
 of ``load_encoder`` override them. Heavy imports (torch, transformers) happen
 inside ``load_encoder``, never at import time.
+
+``spec_for_info`` goes the other way: from the ``EncoderInfo`` a manifest records
+to the spec that loads the same weights (the query service's default encoder),
+and ``load_hint`` says how to make them loadable when they are not.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from vsearch.encoders.base import Encoder, EncoderUnavailable, PixelEncoder, TextNotSupported
+from vsearch.manifest import EncoderInfo
 
 __all__ = [
     "Encoder",
@@ -25,7 +30,9 @@ __all__ = [
     "PixelEncoder",
     "TextNotSupported",
     "load_encoder",
+    "load_hint",
     "parse_encoder_spec",
+    "spec_for_info",
 ]
 
 DEFAULT_ENCODER = "efficientnet-lite0"
@@ -64,6 +71,43 @@ def load_encoder(spec: str, *, device: str | None = None, **kw: Any) -> Encoder:
 
     _check_options(spec, ClipEncoder, options)
     return ClipEncoder(name, device=device, **options)
+
+
+def spec_for_info(info: EncoderInfo) -> str:
+    """The ``load_encoder`` spec that rebuilds the encoder a manifest records as ``info``.
+
+    Only the spec: whether it loads here, and whether what loads has exactly this
+    identity, is the caller's to check. Raises EncoderUnavailable when ``info``
+    does not locate the weights (a CLIP loaded from a local directory, an encoder
+    vsearch does not have).
+    """
+    if info.name == "efficientnet-lite0":
+        from vsearch.encoders import efficientnet
+
+        return efficientnet.spec_from_info(info)
+    if info.name == "clip":
+        from vsearch.encoders import clip
+
+        return clip.spec_from_info(info)
+    raise EncoderUnavailable(
+        f"vsearch has no encoder named {info.name!r} (it has efficientnet-lite0 and clip)"
+    )
+
+
+def load_hint(info: EncoderInfo) -> str:
+    """How to make the weights of ``info`` loadable here: one sentence, for error messages."""
+    if info.name == "efficientnet-lite0":
+        from vsearch.encoders import efficientnet
+
+        return efficientnet.load_hint(info)
+    if info.name == "clip":
+        from vsearch.encoders import clip
+
+        return clip.load_hint(info)
+    return (
+        "set VSEARCH_QUERY_ENCODER to the spec of an encoder with this identity "
+        "(vsearch.encoders.load_encoder)"
+    )
 
 
 def _check_options(spec: str, cls: type, options: dict[str, Any]) -> None:

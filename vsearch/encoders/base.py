@@ -15,7 +15,14 @@ if TYPE_CHECKING:
 
 
 class EncoderUnavailable(RuntimeError):
-    """The model cannot be loaded (no weights offline, missing package); says how to fix it."""
+    """The model cannot be loaded (no weights offline, missing package); says how to fix it.
+
+    ``reason`` is the cause without the advice, for callers that give advice of their own.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class TextNotSupported(ValueError):

@@ -5,6 +5,12 @@ The weights come from a local directory (``save_pretrained`` output, or
 from the local cache and only then from the hub. Offline with neither, loading
 raises ``EncoderUnavailable`` saying how to point at a local copy.
 
+The manifest records ``model_id`` (the hub id, or the directory's name) and
+``revision`` (the hub commit, or ``sha256:…`` of the weight files of a local
+directory; a directory downloaded at a known commit can say so with the
+``revision`` option, a 40-hex commit hash), so a snapshot built from a hub id can be loaded again
+from its ``EncoderInfo`` (``spec_from_info``).
+
 Images: resized and centre-cropped exactly as the processor does (on the CPU,
 in the decode workers), then scaled and normalised on the device; fp16 on GPU by
 default (``dtype=bf16`` or ``fp32`` to change), fp32 on CPU. Texts go through
@@ -15,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -40,6 +48,7 @@ log = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _FILES = ["*.json", "*.txt", "*.safetensors", "*.model"]
+_COMMIT = re.compile(r"[0-9a-f]{40}")  # hub snapshot folders are named by commit hash
 
 
 def resolve_model_dir(name: str, revision: str | None = None) -> tuple[Path, str]:
@@ -62,12 +71,20 @@ def resolve_model_dir(name: str, revision: str | None = None) -> tuple[Path, str
             continue
         folder_path = Path(folder)
         return folder_path, folder_path.name  # snapshot folders are named by commit hash
+    at = f" at revision {revision}" if revision else ""
+    reason = (
+        f"cannot load CLIP weights {name!r}{at}: not in the local Hugging Face cache and the "
+        f"hub is not reachable ({errors[-1][:200]})"
+    )
+    # A directory records the commit it is told (else its weights' digest): say it.
+    pinned = revision is not None and _COMMIT.fullmatch(revision) is not None
+    options = f"?model_id={quote(name, safe='/')}&revision={revision}" if pinned else ""
+    download = f" --revision {revision}" if revision else ""
     raise EncoderUnavailable(
-        f"cannot load CLIP weights {name!r}: not in the local Hugging Face cache and the hub "
-        f"is not reachable ({errors[-1][:200]}). Point at a local copy instead: "
-        f"'clip:/path/to/dir' with a directory made by save_pretrained or by "
-        f"`hf download {name} --local-dir DIR` on a machine with network, or set HF_HOME to "
-        "a cache that holds it."
+        f"{reason}. Point at a local copy instead: 'clip:/path/to/dir{options}' with a "
+        f"directory made by save_pretrained or by `hf download {name}{download} --local-dir "
+        "DIR` on a machine with network, or set HF_HOME to a cache that holds it.",
+        reason=reason,
     )
 
 
@@ -83,6 +100,37 @@ def weights_digest(folder: Path) -> str:
             while chunk := f.read(1 << 20):
                 sha.update(chunk)
     return sha.hexdigest()
+
+
+def spec_from_info(info: EncoderInfo) -> str:
+    """The spec that loads ``info``'s weights again: its hub id at its commit.
+
+    A snapshot built from a local directory records only the directory's name and
+    the weights' digest, which do not say where the directory is.
+    """
+    if _COMMIT.fullmatch(info.revision):
+        return f"clip:{info.model_id}?revision={info.revision}"
+    raise EncoderUnavailable(
+        f"it was loaded from a local directory (revision {info.revision}: the sha256 of its "
+        "weight files), and the manifest does not say where that directory is"
+    )
+
+
+def load_hint(info: EncoderInfo) -> str:
+    model = quote(info.model_id, safe="/")
+    if _COMMIT.fullmatch(info.revision):
+        return (
+            f"set VSEARCH_QUERY_ENCODER='clip:/path/to/local/dir?model_id={model}"
+            f"&revision={info.revision}' with a directory made where there is network by "
+            f"`hf download {info.model_id} --revision {info.revision} --local-dir DIR`, or "
+            "put that revision in the Hugging Face cache the service reads (HF_HOME, or "
+            f"HF_HUB_CACHE: `hf download {info.model_id} --revision {info.revision}`)"
+        )
+    digest = info.revision.removeprefix("sha256:")
+    return (
+        f"set VSEARCH_QUERY_ENCODER='clip:/path/to/local/dir?model_id={model}' with the "
+        f"directory the snapshot was built from (its weight files' sha256 starts with {digest})"
+    )
 
 
 class ClipEncoder:
@@ -118,6 +166,10 @@ class ClipEncoder:
         self._max_text_len = int(model.config.text_config.max_position_embeddings)
         self._digest = weights_digest(folder)
         is_dir = Path(name).expanduser().is_dir()
+        # A directory's revision is its weights' digest unless the caller names the hub
+        # commit it was downloaded at (to serve a snapshot built from that hub revision).
+        if not hub_revision and revision is not None and _COMMIT.fullmatch(revision):
+            hub_revision = revision
         self.info = EncoderInfo(
             name="clip",
             model_id=model_id or (folder.name if is_dir else name),

