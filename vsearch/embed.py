@@ -10,7 +10,10 @@ duplicate key, id collision) are recorded in the partition's failures file with
 a reason and never stop the partition.
 
 Rerunning a partition whose input fingerprint matches its commit record does
-nothing and writes nothing (see ``docs/contracts.md``, embedding partitions).
+nothing and writes nothing; a partition whose exact input (items, encoder, dtype) was
+embedded for another snapshot — a backfill of the same images — is copied from there
+(``embeddings/by-input/{fingerprint}.json`` points to it), not embedded again (see
+``docs/contracts.md``, embedding partitions).
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ import numpy as np
 from vsearch.encoders import Encoder, PixelEncoder
 from vsearch.ids import ID_SCHEME, IdAllocator, IdCollision
 from vsearch.imaging import DEFAULT_MAX_PIXELS, ImageRejected, decode_image
-from vsearch.partitions import PartitionRecord, read_record, write_partition
+from vsearch.partitions import (
+    PartitionRecord,
+    copy_embedded,
+    read_record,
+    remember_input,
+    write_partition,
+)
 from vsearch.sources import FAILED, Item
 from vsearch.storage import ObjectStore
 
@@ -249,6 +258,7 @@ def embed_partition(
         encoder_id=encoder.encoder_id,
         stats=stats,
     )
+    remember_input(store, record)
     log.info(
         "partition %d of %s: %d embedded, %d failed %s in %.1fs",
         index, snapshot_id, len(ids), len(failures), dict(reasons), elapsed,
@@ -264,10 +274,13 @@ def _committed(
     encoder: Encoder,
     dtype: str,
 ) -> PartitionRecord | None:
+    fingerprint = _full_fingerprint(input_digest, encoder, dtype)
     record = read_record(store, snapshot_id, index)
-    if record is not None and record.input_fingerprint == _full_fingerprint(
-        input_digest, encoder, dtype
-    ):
+    if record is not None and record.input_fingerprint == fingerprint:
         log.info("partition %d of %s is already done; nothing to do", index, snapshot_id)
         return record
-    return None
+    copied = copy_embedded(store, fingerprint, snapshot_id, index)
+    if copied is not None:
+        log.info("partition %d of %s: the same input was embedded for %s; copied",
+                 index, snapshot_id, copied.stats["copied_from"])  # fmt: skip
+    return copied

@@ -162,3 +162,46 @@ def list_partitions(store: ObjectStore, snapshot_id: str) -> list[int]:
         if name.endswith(".json") and name[:-5].isdigit():
             found.append(int(name[:-5]))
     return sorted(found)
+
+
+def input_key(input_fingerprint: str) -> str:
+    """Where a partition's input fingerprint points to the first snapshot that embedded it."""
+    return f"{PREFIX}by-input/{input_fingerprint}.json"
+
+
+def remember_input(store: ObjectStore, record: PartitionRecord) -> None:
+    """Record that ``record``'s snapshot holds the partition embedded from its input."""
+    from vsearch.storage import put_json_if_changed
+
+    ref = {"snapshot_id": record.snapshot_id, "index": record.index}
+    put_json_if_changed(store, input_key(record.input_fingerprint), ref)
+
+
+def copy_embedded(
+    store: ObjectStore, input_fingerprint: str, snapshot_id: str, index: int
+) -> PartitionRecord | None:
+    """The same input already embedded for another snapshot (a backfill of the same images,
+    a rerun under a new date): copy its objects as partition ``index`` of ``snapshot_id``
+    instead of embedding again. None when there is no such partition (or it changed)."""
+    from vsearch.storage import get_json
+
+    ref = get_json(store, input_key(input_fingerprint))
+    if ref is None or (ref["snapshot_id"], ref["index"]) == (snapshot_id, index):
+        return None
+    source = read_record(store, ref["snapshot_id"], ref["index"])
+    if source is None or source.input_fingerprint != input_fingerprint:
+        return None
+    old, new = partition_keys(source.snapshot_id, source.index), partition_keys(snapshot_id, index)
+    sha = {}
+    for field in ("vectors", "ids", "meta", "failures"):
+        src, dst = getattr(old, field), getattr(new, field)
+        info = store.put(dst, store.get(src))
+        if info.sha256 != source.sha256.get(src):
+            raise ValueError(f"{src} changed since it was committed (sha256 {info.sha256})")
+        sha[dst] = source.sha256[src]
+    record = PartitionRecord(**{
+        **asdict(source), "snapshot_id": snapshot_id, "index": index, "sha256": sha,
+        "stats": {**source.stats, "copied_from": f"{source.snapshot_id}/{source.index}"},
+    })  # fmt: skip
+    store.put(new.record, json_bytes(asdict(record)))
+    return record

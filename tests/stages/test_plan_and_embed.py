@@ -114,3 +114,53 @@ def test_precomputed_vectors_without_ids_take_ids_from_keys(
     assert record is not None and record.dtype == "float32"
     info = read_encoder_info(store, SID)
     assert info.name == "precomputed" and info.dim == 4 and not info.normalized
+
+
+def test_precomputed_parquet_embeddings_with_ids_and_metadata(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """autofaiss's layout: an ``embedding`` list column, an ``id`` column, metadata columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    xb = unit(7, 6, 3)
+    table = pa.table({
+        "embedding": pa.array(xb.tolist(), type=pa.list_(pa.float32())),
+        "id": pa.array([100 + i for i in range(7)], type=pa.int64()),
+        "caption": [f"photo {i}" for i in range(7)],
+        "url": [f"https://example.com/{i}.jpg" for i in range(7)],
+    })  # fmt: skip
+    pq.write_table(table, tmp_path / "emb.parquet")
+    tasks = stages.plan(store, SID, [str(tmp_path / "emb.parquet")], partition_size=4)
+    assert [t["spec"]["kind"] for t in tasks] == ["vectors", "vectors"]
+    for task in tasks:
+        stages.embed(store, SID, task)
+    vectors, got, meta = read_partition(store, SID, 1)
+    assert got.tolist() == [104, 105, 106]
+    assert np.allclose(vectors, xb[4:])
+    assert meta[0]["caption"] == "photo 4" and meta[0]["url"].endswith("/4.jpg")
+    info = read_encoder_info(store, SID)
+    assert info.name == "precomputed" and info.dim == 6 and info.normalized
+
+
+def test_a_backfill_of_the_same_images_copies_the_embeddings(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    write_sample_images(tmp_path / "photos", 6)
+    source = [str(tmp_path / "photos")]
+    (task,) = stages.plan(store, SID, source)
+    first = stages.embed(store, SID, task)
+    later = "20260107T000000Z"
+    (task,) = stages.plan(store, later, source)
+    embedded = []
+    assert stages.embed(store, later, task, progress=embedded.append)["count"] == first["count"]
+    assert embedded == []  # nothing went through the encoder
+    record = read_record(store, later, 0)
+    assert record is not None and record.snapshot_id == later
+    assert record.stats["copied_from"] == f"{SID}/0"
+    assert np.array_equal(read_partition(store, later, 0)[0], read_partition(store, SID, 0)[0])
+    # Other images: embedded, not copied.
+    write_sample_images(tmp_path / "photos", 7)
+    (task,) = stages.plan(store, "20260108T000000Z", source)
+    assert stages.embed(store, "20260108T000000Z", task, progress=embedded.append)["count"] == 7
+    assert sum(embedded) == 7

@@ -11,8 +11,8 @@
 ``urls.csv``, ``.tsv``, ``.jsonl``, ``.parquet``  a URL list (local, ``store:`` or ``s3://``),
                                                 fetched into ``images/{dataset}/`` of the
                                                 store (``store=`` required)
-``/data/vectors.npy``, a directory of ``.npy``  precomputed embeddings (``vectors.py``):
-                                                the run skips the encoder
+``/data/vectors.npy``, ``emb.parquet`` (with an  precomputed embeddings (``vectors.py``):
+``embedding`` column), a directory of them      the run skips the encoder
 ==============================================  =========================================
 
 Every source has ``partitions()`` (small JSON-able dicts, for Airflow XCom) and
@@ -43,6 +43,7 @@ __all__ = [
     "Source",
     "SourceError",
     "VectorSource",
+    "is_url_list",
     "open_source",
 ]
 
@@ -61,8 +62,11 @@ def open_source(
       and any ``FetchOptions`` field (``concurrency``, ``read_timeout_s``, ``max_side``...).
     """
     settings = settings or Settings.load()
-    path = uri.split("?", 1)[0]
-    if path.lower().endswith(LIST_SUFFIXES):
+    local = _local_vectors(uri)
+    if local is not None:
+        _check_options(uri, options, _LISTED_OPTIONS)
+        return VectorSource(uri, local, **options)
+    if is_url_list(uri):
         return _url_list(uri, store, settings, options)
     _check_options(uri, options, _LISTED_OPTIONS)
     if uri.startswith("store:"):
@@ -73,11 +77,24 @@ def open_source(
         bucket_store = open_store(f"s3://{parsed.netloc}", settings)
         return ListedSource(uri, _store_listing(bucket_store, parsed.path.lstrip("/")), **options)
     if parsed.scheme in ("", "file"):
-        path = parsed.path if parsed.scheme == "file" else uri
-        if is_vector_path(Path(path).expanduser()):
-            return VectorSource(uri, Path(path).expanduser().resolve(), **options)
-        return local_source(uri, path, **options)
+        return local_source(uri, parsed.path if parsed.scheme == "file" else uri, **options)
     raise SourceError(f"{uri!r}: unsupported source; see vsearch.sources for the forms")
+
+
+def _local_vectors(uri: str) -> Path | None:
+    """The path of a local source of precomputed vectors, or None."""
+    path = uri.split("?", 1)[0]
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    elif "://" in path or path.startswith("store:"):
+        return None
+    local = Path(path).expanduser()
+    return local.resolve() if is_vector_path(local) else None
+
+
+def is_url_list(uri: str) -> bool:
+    """A URL list (by its suffix), not a local Parquet file of embeddings."""
+    return uri.split("?", 1)[0].lower().endswith(LIST_SUFFIXES) and _local_vectors(uri) is None
 
 
 def _store_listing(store: ObjectStore, prefix: str) -> StoreListing:

@@ -29,7 +29,7 @@ from vsearch.stages.compaction import compact, delta_backlog
 from vsearch.stages.embedding import embed
 from vsearch.stages.indexing import build_shard, publish, train, validate
 from vsearch.stages.inputs import fetch, partition_tasks, plan
-from vsearch.stages.records import RunInfo, RunRecord, StageError, read_run_record
+from vsearch.stages.records import RunInfo, RunRecord, StageError, is_permanent, read_run_record
 from vsearch.stages.sequence import build_index, complete_snapshot, index_sources
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "embed",
     "fetch",
     "index_sources",
+    "is_permanent",
     "partition_tasks",
     "plan",
     "publish",

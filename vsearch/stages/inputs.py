@@ -26,9 +26,9 @@ def source_options(
     uri: str, settings: Settings, partition_size: int | None = None
 ) -> dict[str, Any]:
     """How to open ``uri``: partition size, and for URL lists the fetch settings."""
-    from vsearch.sources.urls import LIST_SUFFIXES
+    from vsearch.sources import is_url_list
 
-    if uri.split("?", 1)[0].lower().endswith(LIST_SUFFIXES):
+    if is_url_list(uri):
         return {
             "shard_size": partition_size or settings.fetch_shard_size,
             "concurrency": settings.fetch_concurrency,

@@ -115,3 +115,26 @@ def read_encoder_info(store: ObjectStore, snapshot_id: str) -> EncoderInfo:
     if data is None:
         raise StageError(f"{snapshot_id}: no embedded partition yet ({encoder_key(snapshot_id)})")
     return EncoderInfo(**data)
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Would running the stage again fail the same way? Bad input, a spec that fits no
+    budget, a failed recall gate, a stage run out of order, a missing object: yes. A
+    store or network error, a lost compare-and-swap, memory: maybe not (retry those)."""
+    from vsearch.encoders.base import EncoderUnavailable
+    from vsearch.index.train import GpuUnavailable
+    from vsearch.snapshots import PublishConflict, SnapshotNotFound, VerificationError
+    from vsearch.storage import ObjectNotFound
+
+    if isinstance(error, PublishConflict | MemoryError | OSError):
+        return False
+    return isinstance(
+        error,
+        ValueError
+        | StageError
+        | ObjectNotFound
+        | SnapshotNotFound
+        | VerificationError
+        | GpuUnavailable
+        | EncoderUnavailable,
+    )
