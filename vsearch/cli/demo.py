@@ -148,8 +148,8 @@ def demo(ctx: Context, demo_dir: Path, images: int) -> None:
     root = demo_dir.resolve()
     repo = Path(__file__).resolve().parents[2]
     root.mkdir(parents=True, exist_ok=True)
-    settings = Settings.load(environ={}, data_dir=str(root), query_encoder="efficientnet-lite0",
-                             api_key=secrets.token_hex(16))  # fmt: skip
+    # The query encoder is left to its default: the one the snapshot was built with.
+    settings = Settings.load(environ={}, data_dir=str(root), api_key=secrets.token_hex(16))
     env = {**airflow_env(root, repo), **settings_env(settings)}
 
     step(f"1/4 sample images: {images} generated pictures in 8 classes -> {root / 'images'}")

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from vsearch.cli import Context
+from vsearch.storage import ObjectStore
 
 pass_context = click.make_pass_decorator(Context)
 
@@ -26,7 +27,7 @@ def _reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{r}: {n}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def _size(task: dict[str, Any]) -> int | None:
+def task_size(task: dict[str, Any]) -> int | None:
     spec = task["spec"]
     return spec["stop"] - spec["start"] if "stop" in spec else None
 
@@ -45,13 +46,12 @@ def fetch(ctx: Context, url_list: str, partitions: tuple[int, ...]) -> None:
     from tqdm import tqdm
 
     from vsearch import stages
-    from vsearch.sources import SourceError
-    from vsearch.sources.urls import LIST_SUFFIXES
+    from vsearch.sources import SourceError, is_url_list
 
-    if not url_list.split("?", 1)[0].lower().endswith(LIST_SUFFIXES):
+    if not is_url_list(url_list):
         raise SourceError(f"{url_list}: fetch takes a URL list (.csv, .tsv, .jsonl, .parquet)")
     for task in _pick(stages.partition_tasks(ctx.store, [url_list], ctx.settings), partitions):
-        with tqdm(total=_size(task), desc=f"shard {task['partition']:05d}", unit="url") as bar:
+        with tqdm(total=task_size(task), desc=f"shard {task['partition']:05d}", unit="url") as bar:
             fetched = stages.fetch(ctx.store, task, settings=ctx.settings, progress=bar.update)
         f = fetched["fetched"]
         click.echo(f"{f['key']}: {f['ok']} ok, {f['failed']} failed ({_reasons(f['reasons'])})")
@@ -92,7 +92,7 @@ def embed(
     chosen = _pick(tasks, partitions)
     for task in chosen:
         task = stages.fetch(ctx.store, task, settings=ctx.settings)
-        with tqdm(total=_size(task), desc=f"partition {task['partition']:05d}",
+        with tqdm(total=task_size(task), desc=f"partition {task['partition']:05d}",
                   unit="img") as bar:  # fmt: skip
             done = stages.embed(ctx.store, snapshot_id, task, batch_size=batch_size,
                                 workers=workers, dtype=dtype, settings=ctx.settings,
@@ -101,16 +101,17 @@ def embed(
         total_ok, total_failed = total_ok + done["count"], total_failed + done["failures"]
         click.echo(
             f"part-{done['partition']:05d}: {done['count']} embedded, {done['failures']} failed"
-            + _failure_reasons(ctx, snapshot_id, done["partition"])
+            + failure_reasons(ctx.store, snapshot_id, done["partition"])
             + (" (already done)" if already_done else "")
         )
     click.echo(f"{len(chosen)} partition(s): {total_ok} embedded, {total_failed} failed")
 
 
-def _failure_reasons(ctx: Context, snapshot_id: str, index: int) -> str:
+def failure_reasons(store: ObjectStore, snapshot_id: str, index: int) -> str:
+    """`` (reason: count, ...)`` of a committed partition's failures, or ``""``."""
     from vsearch.partitions import read_record
 
-    record = read_record(ctx.store, snapshot_id, index)
+    record = read_record(store, snapshot_id, index)
     reasons = _reasons(record.stats.get("failed_by_reason", {})) if record else ""
     return f" ({reasons})" if reasons else ""
 
