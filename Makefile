@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo-data
 
-.PHONY: install demo test lint typecheck check clean
+.PHONY: install demo airflow test lint typecheck check clean
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/vsearch demo --dir $(DEMO_DIR)
+
+# A local Airflow 3 (API server + UI on :8080, scheduler, DAG processor, triggerer;
+# SQLite under $(DATA_DIR)/airflow), set up and started; Ctrl-C stops it.
+DATA_DIR ?= vsearch-data
+airflow: $(STAMP)
+	$(VENV)/bin/vsearch --data-dir $(DATA_DIR) airflow up
 
 # pytest exits 5 when it collects nothing; that is not a failure of the suite.
 test: $(STAMP)

@@ -58,6 +58,18 @@ SETTINGS = Settings.load()  # VSEARCH_* from the environment only: cheap at pars
             minimum=4,
             description="Memory budget per vector, resident.",
         ),
+        "memory_floor_mb": Param(
+            SETTINGS.index_memory_floor_mb,
+            type="number",
+            minimum=0,
+            description="Resident MiB under which memory is never a reason to compress.",
+        ),
+        "max_query_ms": Param(
+            SETTINGS.index_max_query_ms,
+            type="number",
+            exclusiveMinimum=0,
+            description="Latency budget: ms per query on one core.",
+        ),
         "nshards": Param(SETTINGS.index_nshards, type="integer", minimum=1),
         "target_recall": Param(
             SETTINGS.index_target_recall,
@@ -76,15 +88,27 @@ SETTINGS = Settings.load()  # VSEARCH_* from the environment only: cheap at pars
 )
 def vsearch_build_index() -> None:
     from vsearch_airflow.hooks import VsearchStoreHook
-    from vsearch_airflow.operators import run_info, snapshot_id_from_context
+    from vsearch_airflow.operators import run_info, run_stage, snapshot_id_from_context
 
     @task
     def plan_partitions() -> list[dict[str, Any]]:
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
         from vsearch import stages
 
         ctx = get_current_context()
         p = ctx["params"]
-        return stages.plan(
+        if not p["sources"]:
+            if ctx["dag_run"].run_type == "scheduled":
+                raise AirflowSkipException(
+                    "no sources configured: scheduled runs index VSEARCH_SOURCES (comma-"
+                    "separated); nothing to do until it is set"
+                )
+            raise AirflowFailException(
+                'no sources: trigger with {"sources": ["/path/to/photos"]} or set VSEARCH_SOURCES'
+            )
+        return run_stage(
+            stages.plan,
             VsearchStoreHook.for_params(p),
             snapshot_id_from_context(ctx),
             p["sources"],
@@ -97,7 +121,8 @@ def vsearch_build_index() -> None:
     def fetch_partition(spec: dict[str, Any]) -> dict[str, Any]:
         from vsearch import stages
 
-        return stages.fetch(VsearchStoreHook.for_params(get_current_context()["params"]), spec)
+        store = VsearchStoreHook.for_params(get_current_context()["params"])
+        return run_stage(stages.fetch, store, spec)
 
     @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool)
     def embed_partition(spec: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +130,7 @@ def vsearch_build_index() -> None:
 
         ctx = get_current_context()
         store = VsearchStoreHook.for_params(ctx["params"])
-        return stages.embed(store, snapshot_id_from_context(ctx), spec)
+        return run_stage(stages.embed, store, snapshot_id_from_context(ctx), spec)
 
     @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool)
     def train_index(partitions: list[dict[str, Any]]) -> str:
@@ -113,11 +138,14 @@ def vsearch_build_index() -> None:
 
         ctx = get_current_context()
         p = ctx["params"]
-        return stages.train(
+        return run_stage(
+            stages.train,
             VsearchStoreHook.for_params(p),
             snapshot_id_from_context(ctx),
             factory=p["factory"] or None,
             bytes_per_vector=p["bytes_per_vector"],
+            memory_floor_mb=p["memory_floor_mb"],
+            max_query_ms=p["max_query_ms"],
             nshards=p["nshards"],
         )
 

@@ -49,14 +49,15 @@ SETTINGS = Settings.load()  # VSEARCH_* from the environment only: cheap at pars
 )
 def vsearch_compact() -> None:
     from vsearch_airflow.hooks import VsearchStoreHook
-    from vsearch_airflow.operators import snapshot_id_from_context
+    from vsearch_airflow.operators import run_stage, snapshot_id_from_context
 
     @task.short_circuit
     def check_delta() -> bool:
         from vsearch import stages
 
         p = get_current_context()["params"]
-        return stages.delta_backlog(VsearchStoreHook.for_params(p)) >= p["min_entries"]
+        backlog = run_stage(stages.delta_backlog, VsearchStoreHook.for_params(p))
+        return bool(backlog >= p["min_entries"])
 
     @task
     def fold_delta() -> dict[str, Any]:
@@ -64,7 +65,7 @@ def vsearch_compact() -> None:
 
         ctx = get_current_context()
         store = VsearchStoreHook.for_params(ctx["params"])
-        return stages.compact(store, snapshot_id_from_context(ctx, COMPACT_TAG))
+        return run_stage(stages.compact, store, snapshot_id_from_context(ctx, COMPACT_TAG))
 
     publish = PublishSnapshotOperator(
         task_id="publish_snapshot", outlets=[CURRENT_SNAPSHOT], snapshot_tag=COMPACT_TAG

@@ -11,7 +11,7 @@ from typing import Any
 from airflow.sdk import get_current_context, task
 
 from vsearch_airflow.hooks import VsearchStoreHook
-from vsearch_airflow.operators import snapshot_id_from_context
+from vsearch_airflow.operators import run_stage, snapshot_id_from_context
 
 
 @task
@@ -27,23 +27,16 @@ def build_shard(shard: int, snapshot_tag: str | None = None) -> dict[str, Any]:
     ctx = get_current_context()
     p = ctx["params"]
     sid = snapshot_id_from_context(ctx, snapshot_tag)
-    return stages.build_shard(VsearchStoreHook.for_params(p), sid, shard, p["nshards"])
+    return run_stage(stages.build_shard, VsearchStoreHook.for_params(p), sid, shard, p["nshards"])
 
 
 @task
 def validate_snapshot(shards: list[dict[str, Any]], snapshot_tag: str | None = None) -> str:
     """The recall gate. Its failure is deterministic, so it fails the run without retries."""
-    from airflow.sdk.exceptions import AirflowFailException
-
     from vsearch import stages
 
     ctx = get_current_context()
     p = ctx["params"]
     sid = snapshot_id_from_context(ctx, snapshot_tag)
-    try:
-        return stages.validate(
-            VsearchStoreHook.for_params(p), sid, target_recall=p["target_recall"],
-            nshards=p["nshards"],
-        )  # fmt: skip
-    except stages.RecallGateFailed as e:
-        raise AirflowFailException(str(e)) from e
+    return run_stage(stages.validate, VsearchStoreHook.for_params(p), sid,
+                     target_recall=p["target_recall"], nshards=p["nshards"])  # fmt: skip

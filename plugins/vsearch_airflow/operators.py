@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from airflow.sdk import BaseOperator
 
@@ -18,6 +19,25 @@ def snapshot_id_from_context(context: Any, tag: str | None = None) -> str:
 
     when = context.get("logical_date") or context["dag_run"].run_after
     return snapshot_id_for(when, tag)
+
+
+T = TypeVar("T")
+
+
+def run_stage(stage: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a vsearch stage; an error a retry cannot fix (bad input, no fitting spec, the
+    recall gate, a stage out of order) fails the task at once, in one line, instead of
+    being retried: Airflow retries only what raises anything else."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from vsearch.stages import is_permanent
+
+    try:
+        return stage(*args, **kwargs)
+    except Exception as e:
+        if is_permanent(e):
+            raise AirflowFailException(f"{type(e).__name__}: {e}") from e
+        raise
 
 
 def run_info(context: Any) -> dict[str, str]:
@@ -45,7 +65,8 @@ class PublishSnapshotOperator(BaseOperator):
         from vsearch_airflow.hooks import VsearchStoreHook
 
         params = context["params"]
-        result = stages.publish(
+        result = run_stage(
+            stages.publish,
             VsearchStoreHook.for_params(params),
             snapshot_id_from_context(context, self.snapshot_tag),
             force=bool(params.get("force_publish", False)),

@@ -113,7 +113,7 @@ def test_airflow_init_steps_run_in_order_and_stop_at_the_first_failure(
             return subprocess.CompletedProcess(argv, 1)
         return subprocess.CompletedProcess(argv, 0)
 
-    monkeypatch.setattr(airflow_init.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)  # the steps run the airflow CLI
     assert airflow_init.main() == 1
     assert [a[1:3] for a in ran] == [
         ["db", "migrate"],
