@@ -1,7 +1,10 @@
 """Validation of request bodies: every malformed input becomes an ApiError (4xx).
 
 Nothing here trusts a type: ``True`` is not an int, ``1.5`` is not an id, NaN is
-not a coordinate, unknown fields are refused so that typos are not ignored.
+not a coordinate, unknown fields are refused so that typos are not ignored. JSON is
+read strictly by ``parse_json`` (no NaN or Infinity; nesting too deep to parse is a
+400, not a RecursionError), strings must be valid Unicode, and metadata, which is
+stored and served back, nests at most ``MAX_METADATA_DEPTH`` levels.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ MAX_URL_CHARS = 2048
 MAX_NPROBE = 65536
 MAX_DIM = 8192
 MAX_METADATA_BYTES = 16 * 1024
+# Metadata is written to the delta log and served back by other processes and threads,
+# whose stacks may be deeper than the one that parsed it: keep far from the recursion limit.
+MAX_METADATA_DEPTH = 32
 # Items embedded from images per upsert: each may fetch a URL (up to image_fetch_timeout_s)
-# and run the encoder, and the whole request must finish well inside gunicorn's timeout.
+# and run the encoder: the app bounds a request's own work (no server deadline does).
 MAX_IMAGE_ITEMS = 8
 
 QUERY_KINDS = ("text", "image", "image_url", "vector", "id")
@@ -56,8 +62,23 @@ class ItemInput:
     metadata: dict[str, Any] | None
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def parse_json(text: str | bytes, what: str) -> Any:
+    """``text`` as strict JSON (RFC 8259: no NaN or Infinity); anything else is a 400."""
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except RecursionError:  # the C parser recurses once per level of nesting
+        raise bad(f"{what} is nested too deeply") from None
+    except ValueError as e:  # also undecodable bytes and integers of over 4300 digits
+        raise bad(f"{what} is not valid JSON: {e}") from None
+
+
 def json_object(request: Request) -> dict[str, Any]:
-    data = request.get_json(force=True, silent=True)
+    """The request body as a JSON object, whatever its Content-Type says."""
+    data = parse_json(request.get_data(cache=True), "the body")
     if not isinstance(data, dict):
         raise bad("the body must be a JSON object")
     return data
@@ -71,12 +92,9 @@ def _int(value: Any, name: str, lo: int, hi: int) -> int:
     return value
 
 
-def _form_value(value: Any, name: str) -> Any:
-    """Multipart fields are strings: read them as JSON scalars (``5``, ``0.9``, ``true``)."""
-    try:
-        return json.loads(value)
-    except ValueError:
-        raise bad(f"{name} must be a number or boolean") from None
+def _form_value(value: str, name: str) -> Any:
+    """Multipart fields are strings: read them as JSON (``5``, ``0.9``, ``true``, ``[0.1]``)."""
+    return parse_json(value, f"the form field {name!r}")
 
 
 def item_id(value: Any, name: str = "id") -> int:
@@ -121,7 +139,24 @@ def _text(value: Any, name: str, limit: int) -> str:
         raise bad(f"{name} must be a non-empty string")
     if len(value) > limit:
         raise bad(f"{name} is longer than {limit} characters")
+    try:  # JSON's "\ud800" escapes decode to lone surrogates, which no encoder or URL takes
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise bad(f"{name} is not valid Unicode: a lone surrogate at {e.start}") from None
     return value
+
+
+def _nesting(value: Any) -> int:
+    """How deep lists and objects nest in ``value`` (a scalar: 0), without recursing."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
 
 
 def _query(kind: str, value: Any) -> Any:
@@ -148,15 +183,26 @@ def _one_of(fields: dict[str, Any], kinds: tuple[str, ...], what: str) -> tuple[
     return kind, fields[name]
 
 
+def _form_fields(request: Request) -> dict[str, Any]:
+    """A multipart body's fields: text fields as JSON values (``text`` and ``image_url`` as
+    they are), the ``image`` file as bytes. A field given twice is refused, not half read."""
+    fields: dict[str, Any] = {}
+    for name, values in request.form.lists():
+        if len(values) > 1:
+            raise bad(f"the form field {name!r} is given {len(values)} times")
+        fields[name] = values[0] if name in ("text", "image_url") else _form_value(values[0], name)
+    for name, uploads in request.files.lists():
+        if name != "image":
+            raise bad(f"unknown file field {name!r}; upload the image as 'image'")
+        if len(uploads) > 1 or name in fields:
+            raise bad("the image is given more than once")
+        fields[name] = uploads[0].read()
+    return fields
+
+
 def parse_search(request: Request, *, max_k: int, default_k: int) -> SearchRequest:
     if request.mimetype == "multipart/form-data":
-        fields: dict[str, Any] = {}
-        for name, value in request.form.items():
-            fields[name] = value if name in ("text", "image_url") else _form_value(value, name)
-        for name, upload in request.files.items():
-            if name != "image":
-                raise bad(f"unknown file field {name!r}; upload the image as 'image'")
-            fields["image"] = upload.read()
+        fields = _form_fields(request)
     else:
         fields = json_object(request)
     unknown = sorted(repr(n) if not isinstance(n, str) else n for n in set(fields) - SEARCH_FIELDS)
@@ -206,12 +252,17 @@ def parse_items(body: dict[str, Any], max_items: int) -> list[ItemInput]:
         if metadata is not None:
             if not isinstance(metadata, dict):
                 raise bad(f"{where}.metadata must be an object")
+            deep = f"{where}.metadata nests deeper than {MAX_METADATA_DEPTH} levels"
             try:
                 size = len(json.dumps(metadata, allow_nan=False))
+            except RecursionError:
+                raise bad(deep) from None
             except ValueError:
                 raise bad(f"{where}.metadata must be plain JSON") from None
             if size > MAX_METADATA_BYTES:
                 raise bad(f"{where}.metadata is over {MAX_METADATA_BYTES} bytes")
+            if _nesting(metadata) > MAX_METADATA_DEPTH:
+                raise bad(deep)
         out.append(ItemInput(iid, kind, _query(kind, raw), metadata))
     if sum(item.kind != "vector" for item in out) > MAX_IMAGE_ITEMS:
         raise bad(f"at most {MAX_IMAGE_ITEMS} items per request may be images or image URLs")

@@ -70,8 +70,9 @@ def openapi_document(*, max_k: int, max_items: int, dim: int | None = None) -> d
     }
     knobs = {
         "k": {"type": "integer", "minimum": 1, "maximum": max_k, "default": 10},
-        "nprobe": {"type": "integer", "minimum": 1, "maximum": MAX_NPROBE},
-        "target_recall": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        # null is read as absent (the defaults), as the service always has
+        "nprobe": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_NPROBE},
+        "target_recall": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
         "exact": {"type": "boolean", "default": False},
     }
     search_request = {
@@ -106,7 +107,7 @@ def openapi_document(*, max_k: int, max_items: int, dim: int | None = None) -> d
             "image": _B64,
             "image_b64": _B64,
             "image_url": query_options["image_url"],
-            "metadata": {"type": "object"},
+            "metadata": {"type": ["object", "null"]},
         },
         "oneOf": [
             {"required": [n]} for n in ("vector", "vector_b64", "image", "image_b64", "image_url")
@@ -215,12 +216,15 @@ def openapi_document(*, max_k: int, max_items: int, dim: int | None = None) -> d
             },
             "/v1/manifest": {
                 "get": {
-                    "summary": "The manifest of the live snapshot (docs/contracts.md)",
+                    "summary": "The manifest of the live snapshot (docs/contracts.md); without "
+                    "the API key, lineage.sources entries read <redacted>",
+                    "security": [{}, {"apiKey": []}],
                     "responses": {
                         "200": {
                             "description": "the manifest",
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
+                        "401": _error("a wrong API key"),
                         "503": _error("not ready"),
                     },
                 }
