@@ -17,6 +17,7 @@ from service.embedding import QueryEmbedder
 from service.errors import ApiError
 from service.snapshot_loader import LoadedSnapshot
 from vsearch.search import DeltaIndex
+from vsearch.search.shards import VectorsUnavailable
 
 
 def input_vector(
@@ -72,10 +73,13 @@ def vector_of_item(snap: LoadedSnapshot, delta: DeltaIndex, item: int) -> np.nda
         return found
     if found == "deleted":
         raise ApiError(404, "item_not_found", f"item {item} was deleted")
-    for info, shard in zip(snap.manifest.shards, snap.searcher.shards, strict=True):
-        if info.id_range[0] <= item <= info.id_range[1]:
-            try:
-                return np.asarray(shard.index.reconstruct(item), "float32")
-            except RuntimeError:
-                continue
+    for shard in snap.searcher.shards:
+        try:
+            x = shard.stored.vector(item)
+        except VectorsUnavailable as e:
+            raise ApiError(
+                501, "id_queries_unsupported", f"snapshot {snap.snapshot_id}: {e}"
+            ) from None
+        if x is not None:
+            return x
     raise ApiError(404, "item_not_found", f"item {item} is not in snapshot {snap.snapshot_id}")

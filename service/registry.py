@@ -6,14 +6,18 @@ rename), their sha256 checked against the manifest, read into faiss, and the
 metadata rows loaded; only then is the new snapshot swapped in, under a lock, in
 one assignment. Requests take a *lease* on the snapshot they start with; an old
 snapshot is closed (worker threads stopped, indexes freed) when it is both
-retired and unleased — never under a running request. Loading one snapshot
-(fetch, verify, open) lives in ``service.snapshot_loader``; this module owns the
-lifecycle around it.
+retired and unleased — never under a running request. Reading the manifest
+CURRENT names and loading that snapshot (fetch, verify, read, canary) live in
+``service.snapshot_loader``; this module owns the lifecycle around it.
 
-A snapshot is refused — and the old one keeps serving — when an object fails
-its checksum, its encoder differs from the service's (or, with no encoder
-configured, from the first snapshot served: the encoder the service then derives
-for queries), or it would not fit the memory budget.
+A snapshot is refused — and the old one keeps serving — when its manifest is
+malformed or does not match CURRENT's sha256, an object is missing or fails its
+checksum, an index cannot be read within the memory budget, it fails the canary
+(searches for its own vectors), or its encoder differs from the service's (or,
+with no encoder configured, from the first snapshot served: the encoder the
+service then derives for queries). A refusal is remembered for that CURRENT and
+logged once; a transient failure (the store unreachable) is retried every poll.
+``refusal`` and ``last_error`` always describe the latest poll.
 
 Others follow the lifecycle through listeners, each called in registration
 order (those given to the constructor first, then those added):
@@ -22,7 +26,8 @@ order (those given to the constructor first, then those added):
   the lock: a request can reach ``new`` only once every one has returned (the
   replica readies its delta index for ``new``'s watermark here). One that
   raises stops the swap; the old snapshot keeps serving and the error goes to
-  the caller of ``swap``/``refresh``.
+  the caller of ``swap``/``refresh`` (``refresh`` closes ``new`` and tries again
+  at the next poll).
 - *release listeners* ``(snapshot)`` run after a retired snapshot is closed,
   i.e. once no request holds a lease on it.
 """
@@ -38,18 +43,20 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from service.refusal import SnapshotRefused
 from service.snapshot_loader import (
     LoadedSnapshot,
-    SnapshotRefused,
     load_snapshot,
     prune_shard_cache,
+    read_manifest,
 )
 from vsearch.delta import parse_entry_id
 from vsearch.manifest import EncoderInfo, Manifest
 from vsearch.metadata import MetadataStore
 from vsearch.search import Watermark
-from vsearch.snapshots import read_current, read_pointer
+from vsearch.snapshots import PublishError, read_pointer
 from vsearch.storage import ObjectStore
+from vsearch.storage.base import StoreError
 
 __all__ = [
     "LoadedSnapshot",
@@ -100,9 +107,10 @@ class SnapshotRegistry:
         self._refresh_lock = threading.Lock()
         self._current: LoadedSnapshot | None = None
         self._retired: list[LoadedSnapshot] = []
-        self._seen_pointer: tuple[str, str] | None = None
-        self.refusal: dict[str, Any] | None = None  # the last refusal while CURRENT names it
-        self.last_error: str | None = None  # a transient failure (store unreachable…)
+        # CURRENT as last acted on: (snapshot_id, manifest_sha256, updated_at)
+        self._seen_pointer: tuple[str, str, str] | None = None
+        self.refusal: dict[str, Any] | None = None  # the refusal of what CURRENT names now
+        self.last_error: str | None = None  # the last poll's transient failure
         self.swaps = 0
 
     def add_swap_listener(self, listener: SwapListener) -> None:
@@ -143,56 +151,97 @@ class SnapshotRegistry:
             return self.last_error
         return "no snapshot loaded yet"
 
+    @property
+    def store_warnings(self) -> tuple[str, ...]:
+        """Objects of the served snapshot whose store copy no longer matches its manifest
+        (served from the verified cache; see ``snapshot_loader.fetch_shard``)."""
+        current = self._current
+        return current.store_warnings if current is not None else ()
+
+    def status(self) -> dict[str, Any]:
+        """What ``/readyz`` reports about snapshots, as of the last poll."""
+        current = self._current
+        return {
+            "snapshot_id": current.snapshot_id if current else None,
+            "refused": self.refusal,
+            "last_error": self.last_error,
+            "store_warnings": list(self.store_warnings),
+            "swaps": self.swaps,
+        }
+
     def refresh(self) -> str:
-        """Poll CURRENT; load and swap in what it names if that is new. Returns what happened."""
+        """Poll CURRENT; load and swap in what it names if that is new. Returns what happened.
+
+        Each poll sets ``refusal`` and ``last_error`` to what holds now. A refusal (bad
+        bytes, a malformed manifest, a missing object, out of memory, a failed canary)
+        is remembered for that pointer (snapshot, manifest sha256, update time) and not
+        retried until CURRENT changes; anything else is transient, retried every poll.
+        """
         with self._refresh_lock:
             try:
                 found = read_pointer(self.store)
-            except Exception as e:
-                self.last_error = f"cannot read CURRENT: {e}"
-                log.warning("%s", self.last_error)
-                return "error"
+            except Exception as e:  # the refusal, if any, still stands: CURRENT is unknown
+                return self._transient(f"cannot read CURRENT: {e}", e)
             if found is None:
+                self.refusal = None
                 self.last_error = f"nothing is published in {self.store.url} (no CURRENT)"
                 return "empty"
             pointer = found[0]
-            seen = (pointer.snapshot_id, pointer.updated_at)
+            seen = (pointer.snapshot_id, pointer.manifest_sha256, pointer.updated_at)
             current = self._current
-            if seen == self._seen_pointer or (
-                current is not None and current.snapshot_id == pointer.snapshot_id
-            ):
+            if current is not None and current.snapshot_id == pointer.snapshot_id:
                 self._seen_pointer = seen
-                if current is not None and current.snapshot_id == pointer.snapshot_id:
-                    self.refusal = None
+                self.refusal, self.last_error = None, None
+                return "unchanged"
+            if seen == self._seen_pointer:  # refused: not retried until CURRENT moves
+                self.last_error = None
                 return "unchanged"
             try:
-                manifest = read_current(self.store)
-                assert manifest is not None
-                loaded = self.load(manifest)
+                loaded = self.load(read_manifest(self.store, pointer))
             except SnapshotRefused as e:
-                self._seen_pointer = seen  # not retried until CURRENT moves again
-                self.refusal = {
-                    "snapshot_id": pointer.snapshot_id,
-                    "reason": str(e),
-                    "at": time.time(),
-                }
-                log.error(
-                    "refused snapshot %s: %s (still serving %s)",
-                    pointer.snapshot_id,
-                    e,
-                    current.snapshot_id if current else "nothing",
-                )
-                if self.on_refusal:
-                    self.on_refusal(pointer.snapshot_id, str(e))
+                self._refuse(seen, str(e))
                 return "refused"
-            except Exception as e:  # transient: retried on the next poll
-                self.last_error = f"loading {pointer.snapshot_id} failed: {e}"
-                log.exception("loading %s failed; will retry", pointer.snapshot_id)
-                return "error"
+            except MemoryError:
+                self._refuse(seen, "out of memory while loading it")
+                return "refused"
+            except Exception as e:
+                self.refusal = None  # any refusal was of an earlier CURRENT
+                return self._transient(f"loading {pointer.snapshot_id} failed: {e}", e)
+            try:
+                self.swap(loaded)
+            except BaseException as e:  # a swap listener: the caller hears of it; retried
+                loaded.searcher.close()
+                self.refusal = None
+                self.last_error = f"swapping in {pointer.snapshot_id} failed: {e}"
+                raise
             self._seen_pointer = seen
             self.refusal, self.last_error = None, None
-            self.swap(loaded)
             return "swapped"
+
+    def _refuse(self, seen: tuple[str, str, str], reason: str) -> None:
+        self._seen_pointer = seen
+        self.refusal = {"snapshot_id": seen[0], "reason": reason, "at": time.time()}
+        self.last_error = None
+        current = self._current
+        log.error(
+            "refused snapshot %s: %s (still serving %s)",
+            seen[0],
+            reason,
+            current.snapshot_id if current else "nothing",
+        )
+        if self.on_refusal:
+            self.on_refusal(seen[0], reason)
+
+    def _transient(self, message: str, error: Exception) -> str:
+        """Record a failure worth retrying; one line per poll, a traceback only when the
+        error first appears (the store is down; anything unforeseen is logged in full once)."""
+        repeated = message == self.last_error
+        self.last_error = message
+        if isinstance(error, StoreError | OSError | PublishError) or repeated:
+            log.warning("%s; will retry", message)
+        else:
+            log.exception("%s; will retry", message)
+        return "error"
 
     @property
     def expected_encoder(self) -> EncoderInfo | None:

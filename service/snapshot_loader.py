@@ -1,33 +1,47 @@
-"""Loading one snapshot: fetch its shards into the cache, verify them, open them in faiss.
+"""Loading one snapshot: fetch, verify, read within the memory budget, prove it answers.
 
-Shards are downloaded into a content-addressed cache (``{cache}/{sha256}.index``,
-tmp file then rename) and their sha256 and size checked against the manifest;
-a cached copy is reused when it still matches. ``SnapshotRefused`` says why a
-snapshot cannot be served: a bad checksum, an unreadable index, an encoder other
-than the expected one, or shards over the memory budget.
+``read_manifest`` reads the manifest CURRENT names and checks it against the sha256
+CURRENT records; ``load_snapshot`` then loads what it describes:
+
+1. Shards are downloaded into a content-addressed cache (``{cache}/{sha256}.index``,
+   tmp file then rename) and their sha256 and size checked against the manifest; a
+   cached copy is reused when it still matches (see ``fetch_shard`` for how a store
+   copy that no longer matches is reported). The cache lives here.
+2. The shards are read first in a child process whose address space is capped at
+   the memory budget (``service.shard_reader``); only files that read there, within
+   the budget, are read here — the same verified bytes, so the same allocations.
+3. The canary (``service.canary``): the opened snapshot must answer searches for a
+   few of its own stored vectors through the searcher requests use, at its default
+   nprobe.
+
+``SnapshotRefused`` (``service.refusal``) says why a snapshot cannot be served; the
+registry remembers it until CURRENT moves. Anything else that goes wrong is treated
+as transient.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from service.canary import default_nprobe, run_canary
+from service.refusal import SnapshotRefused
+from service.shard_reader import read_shards_bounded
 from vsearch.delta import parse_entry_id
 from vsearch.manifest import EncoderInfo, Manifest
 from vsearch.metadata import MetadataError, MetadataStore, load_snapshot_metadata
 from vsearch.search import ShardSearcher, SnapshotSearcher, Watermark
+from vsearch.snapshots import Pointer
 from vsearch.storage import ObjectStore
+from vsearch.storage.base import InvalidKey, ObjectNotFound, StoreError
 from vsearch.watermarks import LOG_ORIGIN
 
 log = logging.getLogger(__name__)
-
-
-class SnapshotRefused(Exception):
-    """The snapshot cannot be served; the message says why."""
 
 
 @dataclass
@@ -35,7 +49,7 @@ class LoadedSnapshot:
     manifest: Manifest
     searcher: SnapshotSearcher
     dim: int
-    nbytes: int
+    nbytes: int  # the manifest's shard bytes
     leases: int = 0
     retired: bool = False
     closed: bool = False
@@ -43,6 +57,9 @@ class LoadedSnapshot:
     # The log is kept from here on: min(own watermark, the rollback target's watermark).
     retain_from: str = LOG_ORIGIN
     loaded_at: float = field(default_factory=time.time)
+    resident_bytes: int = 0  # measured: what faiss allocated reading the shards + id lookups
+    # Objects whose store copy no longer matches the manifest, served from the verified cache.
+    store_warnings: tuple[str, ...] = ()
 
     @property
     def snapshot_id(self) -> str:
@@ -52,6 +69,10 @@ class LoadedSnapshot:
     def watermark(self) -> Watermark:
         return parse_entry_id(self.manifest.delta_watermark)
 
+    @property
+    def default_nprobe(self) -> int | None:
+        return default_nprobe(self.manifest, self.searcher)
+
 
 def encoder_identity(info: EncoderInfo) -> tuple[str, str, str, int]:
     return (info.name, info.model_id, info.revision, info.dim)
@@ -59,6 +80,30 @@ def encoder_identity(info: EncoderInfo) -> tuple[str, str, str, int]:
 
 def _describe(info: EncoderInfo) -> str:
     return f"{info.name}/{info.model_id}@{info.revision} dim {info.dim}"
+
+
+def read_manifest(store: ObjectStore, pointer: Pointer) -> Manifest:
+    """The manifest CURRENT names, checked against the sha256 it records for it."""
+    try:
+        data = store.get(pointer.manifest)
+    except (ObjectNotFound, InvalidKey) as e:
+        raise SnapshotRefused(f"manifest {pointer.manifest}: not in the store ({e})") from None
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != pointer.manifest_sha256:
+        raise SnapshotRefused(
+            f"manifest {pointer.manifest}: sha256 {sha[:12]}…, CURRENT records "
+            f"{pointer.manifest_sha256[:12]}…"
+        )
+    try:
+        manifest = Manifest.from_json(data)
+    except ValueError as e:  # ManifestError and JSON syntax errors name the problem
+        raise SnapshotRefused(f"manifest {pointer.manifest}: {e}") from None
+    if manifest.snapshot_id != pointer.snapshot_id:
+        raise SnapshotRefused(
+            f"manifest {pointer.manifest} is snapshot {manifest.snapshot_id}, "
+            f"CURRENT says {pointer.snapshot_id}"
+        )
+    return manifest
 
 
 def load_snapshot(
@@ -72,7 +117,7 @@ def load_snapshot(
     shard_threads: int,
     max_batch: int,
 ) -> LoadedSnapshot:
-    """Download, verify and open every shard and the metadata of ``manifest``."""
+    """Download, verify, read (bounded), open and canary every shard; load the metadata."""
     import faiss
 
     started = time.perf_counter()
@@ -83,41 +128,66 @@ def load_snapshot(
             f"needs {nbytes / 2**20:.1f} MiB of shards, over the memory budget of "
             f"{memory_budget_bytes / 2**20:.1f} MiB"
         )
-    shards = []
+    paths, warnings = [], []
+    for j, info in enumerate(manifest.shards):
+        path, warning = fetch_shard(store, cache, info.uri, info.sha256, info.bytes, f"shards[{j}]")
+        paths.append(path)
+        warnings += [warning] if warning else []
+    read = read_shards_bounded(paths, memory_budget_bytes or _physical_memory())
+    for j, (info, (ntotal, d)) in enumerate(zip(manifest.shards, read.shapes, strict=True)):
+        if ntotal != info.ntotal or d != manifest.encoder.dim:
+            raise SnapshotRefused(
+                f"shards[{j}] {info.uri}: {ntotal} vectors of dim {d}, "
+                f"manifest says {info.ntotal} of dim {manifest.encoder.dim}"
+            )
+    shards: list[ShardSearcher] = []
     try:
-        for j, info in enumerate(manifest.shards):
-            path = fetch_shard(store, cache, info.uri, info.sha256, info.bytes, f"shards[{j}]")
+        for j, (info, path) in enumerate(zip(manifest.shards, paths, strict=True)):
             try:
                 index = faiss.read_index(str(path))
-            except RuntimeError as e:
+            except (RuntimeError, MemoryError) as e:  # read fine in the child: unexpected
                 raise SnapshotRefused(f"shards[{j}] {info.uri}: unreadable index: {e}") from None
-            if index.ntotal != info.ntotal or index.d != manifest.encoder.dim:
-                raise SnapshotRefused(
-                    f"shards[{j}] {info.uri}: {index.ntotal} vectors of dim {index.d}, "
-                    f"manifest says {info.ntotal} of dim {manifest.encoder.dim}"
-                )
-            _enable_id_lookup(index)
             name = f"{manifest.snapshot_id}-{j}"
-            shards.append(ShardSearcher(index, name, threads=shard_threads, max_batch=max_batch))
+            try:
+                shard = ShardSearcher(index, name, threads=shard_threads, max_batch=max_batch)
+            except (RuntimeError, ValueError, IndexError) as e:  # an inconsistent index
+                raise SnapshotRefused(f"shards[{j}] {info.uri}: cannot be served: {e}") from None
+            shards.append(shard)
+        resident = read.heap_bytes + sum(s.stored.nbytes for s in shards)
+        if memory_budget_bytes and resident > memory_budget_bytes:
+            raise SnapshotRefused(
+                f"takes {resident / 2**20:.1f} MiB once read (measured), over the memory "
+                f"budget of {memory_budget_bytes / 2**20:.1f} MiB"
+            )
+        searcher = SnapshotSearcher(shards, manifest.metric)
+        run_canary(searcher, manifest)
         try:
             load_snapshot_metadata(store, manifest, metadata)
-        except MetadataError as e:
+        except (MetadataError, ObjectNotFound, InvalidKey) as e:
             raise SnapshotRefused(f"metadata: {e}") from None
     except BaseException:
         for s in shards:
             s.close()
         raise
-    searcher = SnapshotSearcher(shards, manifest.metric)
+    elapsed = time.perf_counter() - started
     log.info(
-        "loaded %s: %d vectors in %d shards, %.1f MiB, %.2fs",
+        "loaded %s: %d vectors in %d shards, %.1f MiB on disk, %.1f MiB resident, %.2fs",
         manifest.snapshot_id,
         manifest.ntotal,
         len(shards),
         nbytes / 2**20,
-        time.perf_counter() - started,
+        resident / 2**20,
+        elapsed,
     )
-    elapsed = time.perf_counter() - started
-    return LoadedSnapshot(manifest, searcher, manifest.encoder.dim, nbytes, load_seconds=elapsed)
+    return LoadedSnapshot(
+        manifest,
+        searcher,
+        manifest.encoder.dim,
+        nbytes,
+        load_seconds=elapsed,
+        resident_bytes=resident,
+        store_warnings=tuple(warnings),
+    )
 
 
 def _check_encoder(info: EncoderInfo, expected: EncoderInfo | None) -> None:
@@ -128,40 +198,95 @@ def _check_encoder(info: EncoderInfo, expected: EncoderInfo | None) -> None:
         )
 
 
+def _physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError):  # pragma: no cover - non-POSIX
+        return 1 << 40
+
+
+# -- the shard cache --------------------------------------------------------------
+
+
 def fetch_shard(
     store: ObjectStore, cache: Path, uri: str, sha256: str, size: int, where: str
-) -> Path:
-    """The cached, verified local copy of an object; downloaded when missing or bad."""
+) -> tuple[Path, str | None]:
+    """The cached, verified local copy of an object (downloaded when missing or bad), and a
+    warning when the cache is reused although the store's copy no longer matches.
+
+    Serving the cached copy then is intended: its bytes are exactly those the manifest
+    names (sha256-checked), and a rollback must not depend on the store. But other
+    replicas, without this cache, would refuse the snapshot, so it is reported. The
+    check is cheap when nothing changed: the store's etag is compared with the one
+    recorded when the copy was verified (``{sha256}.etags``); only an object rewritten
+    since is hashed again.
+    """
     path = cache / f"{sha256}.index"
     if path.exists() and _file_sha256(path) == (sha256, size):
-        return path
-    info = store.download_file(uri, path)
+        return path, _check_store_copy(store, path, uri, sha256, size, where)
+    try:
+        etag = store.head(uri).etag  # before the download: a later rewrite shows as changed
+        info = store.download_file(uri, path)
+    except (ObjectNotFound, InvalidKey) as e:
+        raise SnapshotRefused(f"{where} {uri}: not in the store ({e})") from None
     if (info.sha256, info.size) != (sha256, size):
         path.unlink(missing_ok=True)
         raise SnapshotRefused(
             f"{where} {uri}: sha256 {str(info.sha256)[:12]}… ({info.size} bytes), "
             f"manifest says {sha256[:12]}… ({size} bytes)"
         )
-    return path
+    _record_etag(path, uri, etag)
+    return path, None
+
+
+def _check_store_copy(
+    store: ObjectStore, path: Path, uri: str, sha256: str, size: int, where: str
+) -> str | None:
+    """Why the store's copy of a cached object differs from the manifest; None if it does not."""
+    served = "serving the verified cached copy; replicas without it will refuse this snapshot"
+    try:
+        head = store.head(uri)
+        if head.size != size:
+            problem = f"the store's copy has {head.size} bytes, manifest says {size}"
+        elif _etags(path).get(uri) == head.etag:
+            return None
+        elif (found := store.sha256(uri)) != (sha256, size):
+            problem = f"the store's copy has sha256 {found[0][:12]}…, manifest says {sha256[:12]}…"
+        else:
+            _record_etag(path, uri, head.etag)
+            return None
+    except ObjectNotFound:
+        problem = "the store has no copy"
+    except (StoreError, OSError) as e:  # the store is down: nothing to say about its copy
+        log.warning("%s %s: cannot check the store's copy: %s", where, uri, e)
+        return None
+    warning = f"{where} {uri}: {problem}; {served}"
+    log.warning("%s", warning)
+    return warning
+
+
+def _etags(path: Path) -> dict[str, str]:
+    try:
+        found = json.loads(path.with_suffix(".etags").read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _record_etag(path: Path, uri: str, etag: str) -> None:
+    if not etag:
+        return
+    etags = {**_etags(path), uri: etag}
+    tmp = path.with_suffix(".etags.tmp")
+    tmp.write_text(json.dumps(etags))
+    tmp.replace(path.with_suffix(".etags"))
 
 
 def prune_shard_cache(cache: Path, keep: set[str]) -> None:
     """Delete cached shards whose sha256 is not in ``keep`` (sparing any just written)."""
-    for path in cache.glob("*.index"):
+    for path in [*cache.glob("*.index"), *cache.glob("*.etags")]:
         if path.stem not in keep and path.stat().st_mtime < time.time() - 1:
             path.unlink(missing_ok=True)
-
-
-def _enable_id_lookup(index: Any) -> None:
-    """IVF shards get a hash-table direct map, so that ``id`` queries can reconstruct vectors."""
-    import faiss as faiss_module
-
-    faiss: Any = faiss_module
-    try:
-        ivf = faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return  # IndexIDMap2 and flat indexes look ids up already
-    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
 
 
 def _file_sha256(path: Path) -> tuple[str, int]:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, snapshot_id
-from tests.service.conftest import AppFactory, vector_query
+from tests.service.conftest import AUTH, AppFactory, vector_query
 from vsearch.manifest import EncoderInfo
+from vsearch.snapshots import CURRENT_KEY, rollback
 from vsearch.storage import ObjectStore
 
 D = 64
@@ -34,7 +35,7 @@ def test_loads_a_published_snapshot_from_the_store(
     assert r["snapshot_id"] == m.snapshot_id and r["hits"][0]["id"] == 1_000_003
     cache = app.extensions["vsearch"].registry.cache
     assert sorted(p.stem for p in cache.glob("*.index")) == sorted(s.sha256 for s in m.shards)
-    assert app.test_client().get("/v1/manifest").json == m.to_dict()
+    assert app.test_client().get("/v1/manifest", headers=AUTH).json == m.to_dict()
 
 
 def corrupt_shard(store: ObjectStore, m: Any) -> str:
@@ -181,3 +182,52 @@ def test_more_like_this_on_ivf_uses_the_direct_map(ivf_store: Any, make_app: App
     assert r.status_code == 200, r.json
     assert 3 * 42 not in [h["id"] for h in r.json["hits"]]
     assert client.post("/v1/search", json={"id": 1}).status_code == 404  # ids are multiples of 3
+
+
+def test_readyz_reflects_the_present_once_current_names_the_served_snapshot_again(
+    local_store: ObjectStore, make_app: AppFactory
+) -> None:
+    """Regression: an error of an earlier poll stayed in /readyz after CURRENT came back."""
+    m1, _ = flat_snapshot(local_store, 1)
+    app = make_app(local_store)
+    client, state = app.test_client(), app.extensions["vsearch"]
+    pointer = local_store.get(CURRENT_KEY)
+    local_store.put(CURRENT_KEY, b"{not json")  # a bad write by hand, then put back
+    assert state.replica.tick() == "error"
+    assert "cannot read CURRENT" in client.get("/readyz").json["last_error"]
+    local_store.put(CURRENT_KEY, pointer)
+    assert state.replica.tick() == "unchanged"
+    ready = client.get("/readyz").json
+    assert ready["snapshot_id"] == m1.snapshot_id
+    assert ready["last_error"] is None and ready["refused"] is None
+
+    corrupt_shard(local_store, flat_snapshot(local_store, 2)[0])
+    assert state.replica.tick() == "refused"
+    local_store.put(CURRENT_KEY, pointer)  # back to the served one: nothing is refused now
+    assert state.replica.tick() == "unchanged"
+    assert state.registry.status()["refused"] is None
+    assert client.get("/readyz").json["refused"] is None
+
+
+def test_a_cached_shard_whose_store_copy_went_bad_is_served_and_reported(
+    local_store: ObjectStore, make_app: AppFactory
+) -> None:
+    """Intended: the cache serves exactly the bytes the manifest names (sha256-verified), so a
+    rollback does not depend on the store; reported, since other replicas would refuse it."""
+    m1, xb = flat_snapshot(local_store, 1)
+    app = make_app(local_store)
+    client, state = app.test_client(), app.extensions["vsearch"]
+    assert state.registry.status()["store_warnings"] == []
+    flat_snapshot(local_store, 2)
+    assert state.replica.tick() == "swapped"
+    corrupt_shard(local_store, m1)  # the store's copy of snapshot 1 goes bad
+    rollback(local_store, to=m1.snapshot_id, checksums=False)  # sizes still match
+    assert state.replica.tick() == "swapped"  # from the cache
+    assert vector_query(client, xb[3], k=1).json["hits"][0]["id"] == 1_000_003
+    (warning,) = state.registry.status()["store_warnings"]
+    assert warning.startswith(f"shards[0] {m1.shards[0].uri}: the store's copy has sha256")
+    assert "serving the verified cached copy" in warning
+
+    flat_snapshot(local_store, 3)  # another snapshot: the warning was about snapshot 1 only
+    assert state.replica.tick() == "swapped"
+    assert state.registry.status()["store_warnings"] == []
