@@ -59,8 +59,13 @@ class MemoryQueryCache:
 class RedisQueryCache:
     def __init__(self, url: str, ttl_s: int, prefix: str = "vsearch:qemb") -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        self.client = redis.Redis.from_url(url, socket_timeout=1)
+        # A cache: a Redis that hangs costs a query one second, not redis-py's ten retries.
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
         self.ttl_s, self.prefix = ttl_s, prefix
 
     def get(self, key: str) -> np.ndarray | None:

@@ -22,14 +22,34 @@ from vsearch.delta import DeltaEntry, DeltaWrite
 bp = Blueprint("items", __name__)
 
 
-def require_api_key(state: ServiceState, req: Request) -> None:
-    expected = state.settings.api_key
-    if not expected:
-        raise ApiError(403, "writes_disabled", "writes are disabled: no API key is configured")
+def presented_api_key(req: Request) -> str:
+    """The key a request presents (X-API-Key, or Authorization: Bearer); "" for none."""
     given = req.headers.get("X-API-Key", "")
     auth = req.headers.get("Authorization", "")
     if not given and auth.startswith("Bearer "):
         given = auth[len("Bearer ") :]
+    return given
+
+
+def has_api_key(state: ServiceState, req: Request) -> bool:
+    """True with the valid key, False with none; a wrong key (or any key while none is
+    configured) is a 401."""
+    given = presented_api_key(req)
+    if not given:
+        return False
+    expected = state.settings.api_key
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(
+            401, "unauthorized", "the API key is not valid (send none for the public view)"
+        )
+    return True
+
+
+def require_api_key(state: ServiceState, req: Request) -> None:
+    expected = state.settings.api_key
+    if not expected:
+        raise ApiError(403, "writes_disabled", "writes are disabled: no API key is configured")
+    given = presented_api_key(req)
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise ApiError(401, "unauthorized", "a valid API key is required (X-API-Key or Bearer)")
 
@@ -38,6 +58,7 @@ def _append(state: ServiceState, writes: list[DeltaWrite]) -> list[DeltaEntry]:
     try:
         return state.replica.write(writes)
     except Exception as e:  # the log (Redis, SQLite) is down or refused the write
+        state.delta_log_check.failed(e)
         raise ApiError(503, "delta_log_unavailable", f"the delta log refused the write: {e}") from e
 
 

@@ -34,7 +34,7 @@ from vsearch.sources.vectors import PRECOMPUTED
 log = logging.getLogger(__name__)
 
 # How long a query waits for the encoder it started loading before it is told to retry
-# (the load goes on): well inside gunicorn's 60 s, longer than loading from local files.
+# (the load goes on): inside HAProxy's 60 s, longer than loading from local files.
 LOAD_WAIT_S = 30.0
 
 

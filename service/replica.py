@@ -18,6 +18,13 @@ The replica follows the registry's swaps through two listeners that whoever
 builds both registers (``service.state.build_state``): ``prepare_delta`` as a
 swap listener, first, so that the delta index is ready for a snapshot before
 any request can reach it, and ``compact_delta`` as a release listener.
+
+What a replica records as served is what the log must keep for it: per snapshot
+in use, ``retain_from`` = the lower of its watermark and the watermark of its
+``previous_snapshot_id`` (a rollback one step back replays the log above that).
+``prepare_delta`` sets it from the previous manifest before the snapshot is
+served; while that manifest cannot be read it stays at ``LOG_ORIGIN`` (keep
+everything) and the watcher tries again.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from collections.abc import Callable, Sequence
 from service.registry import LoadedSnapshot, SnapshotRegistry
 from vsearch.delta import DeltaEntry, DeltaLog, DeltaWrite, format_entry_id, parse_entry_id
 from vsearch.search import DeltaIndex
+from vsearch.snapshots import SnapshotNotFound, read_manifest
 from vsearch.watermarks import LOG_ORIGIN
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,8 @@ class Replica:
         self.on_applied = on_applied
         self.delta: DeltaIndex | None = None
         self._cursor = LOG_ORIGIN  # the newest log entry the tailer has read
+        # Snapshots whose rollback target's manifest could not be read yet, by id.
+        self._retain_unknown: dict[str, LoadedSnapshot] = {}
         self._delta_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -62,8 +72,9 @@ class Replica:
 
         The first snapshot creates the index and replays the log above its
         watermark; a swap to a lower watermark (rollback) reopens it there and
-        replays up to what the tailer has read.
+        replays up to what the tailer has read. Sets what the log must keep for ``new``.
         """
+        self._resolve_retain_from(new)
         with self._delta_lock:
             if self.delta is None:
                 self.delta = DeltaIndex(new.dim, new.manifest.metric)
@@ -74,6 +85,26 @@ class Replica:
                 # still on the old snapshot filter them out by its higher watermark.
                 self.delta.reopen(new.manifest.delta_watermark)
                 self._replay(new.manifest.delta_watermark, upto=self._cursor)
+
+    def _resolve_retain_from(self, snap: LoadedSnapshot) -> None:
+        """``snap.retain_from``: min(its watermark, its rollback target's watermark)."""
+        own, previous = snap.manifest.delta_watermark, snap.manifest.previous_snapshot_id
+        if previous is None:
+            snap.retain_from = own
+            return
+        try:
+            target = read_manifest(self.registry.store, previous).delta_watermark
+        except SnapshotNotFound:  # deleted: nothing to roll back to
+            target = own
+        except Exception as e:  # the store is unreachable: keep everything, ask again later
+            log.warning(
+                "cannot read %s, the rollback target of %s: %s", previous, snap.snapshot_id, e
+            )
+            snap.retain_from = LOG_ORIGIN
+            self._retain_unknown[snap.snapshot_id] = snap
+            return
+        snap.retain_from = min(own, target, key=parse_entry_id)
+        self._retain_unknown.pop(snap.snapshot_id, None)
 
     def _replay(self, after: str, upto: str | None = None) -> None:
         """Read the log above ``after`` into the delta index (startup, rollback)."""
@@ -144,6 +175,11 @@ class Replica:
     def tick(self) -> str:
         """One watcher step: poll CURRENT, record the served watermark, trim the log."""
         outcome = self.registry.refresh()
+        for sid, snap in list(self._retain_unknown.items()):
+            if snap.closed:
+                del self._retain_unknown[sid]
+            else:
+                self._resolve_retain_from(snap)
         self._record_served()
         try:
             trimmed = self.log.trim_to_served()

@@ -1,4 +1,9 @@
-"""``POST /v1/search``: one query (text, image, image URL, vector or id) -> the top k hits."""
+"""``POST /v1/search``: one query (text, image, image URL, vector or id) -> the top k hits.
+
+Hits carry their metadata or the search fails: with the metadata store down the
+answer is 503 ``metadata_unavailable`` (and ``/readyz`` turns 503), never hits
+silently stripped of what clients display.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from service.errors import ApiError
 from service.input_vectors import input_vector
 from service.inputs import SearchRequest, finite_or_none, parse_search
 from service.registry import LoadedSnapshot
-from service.state import get_state
+from service.state import ServiceState, get_state
+from vsearch.metadata import MetadataUnavailable
 from vsearch.search import nprobe_for_recall
 
 bp = Blueprint("search", __name__)
@@ -28,6 +35,17 @@ def choose_nprobe(snap: LoadedSnapshot, q: SearchRequest) -> int | None:
     if q.target_recall is not None:
         return nprobe_for_recall(snap.manifest.recall.curve, q.target_recall, default or 1)
     return default
+
+
+def base_metadata(state: ServiceState, ids: list[int]) -> dict[int, Any]:
+    """Metadata of base hits from the store; 503 while it cannot be reached."""
+    try:
+        return dict(state.metadata.get_many(ids))
+    except MetadataUnavailable as e:
+        state.metadata_check.failed(e)  # /readyz turns 503 now, not at its next ping
+        raise ApiError(
+            503, "metadata_unavailable", "the metadata store is unreachable; retry shortly"
+        ) from e
 
 
 @bp.post("/v1/search")
@@ -56,7 +74,7 @@ def search() -> tuple[Response, int]:
             timings=timings,
         )
         t3 = time.perf_counter()
-        meta: dict[int, Any] = state.metadata.get_many([h.id for h in hits if h.source == "base"])
+        meta = base_metadata(state, [h.id for h in hits if h.source == "base"])
         meta.update(delta.metadata([h.id for h in hits if h.source == "delta"]))
         snapshot_id = snap.snapshot_id
     t4 = time.perf_counter()

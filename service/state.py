@@ -2,12 +2,18 @@
 
 Lives in ``app.extensions["vsearch"]``; nothing here is module-global, so two
 apps in one process (tests, a second replica) are independent.
+
+``DependencyCheck`` says whether a store the requests need answers (the metadata
+store for searches, the delta log for writes) from a cached ping, for ``/readyz``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -38,6 +44,56 @@ log = logging.getLogger(__name__)
 
 QueryEncoder = ConfiguredEncoder | SnapshotEncoder
 
+# How long a dependency's last ping stands: /readyz costs at most one round trip per
+# dependency per second, however often the load balancer probes.
+DEPENDENCY_CHECK_TTL_S = 1.0
+
+
+class DependencyCheck:
+    """Whether one dependency answers, from a ping cached for ``ttl_s`` seconds.
+
+    While one thread pings, the others read the last answer rather than queue behind
+    a store that may hang. A request that finds the dependency down says so
+    (``failed``): readiness drops at once, and comes back with the first ping that
+    succeeds after the TTL.
+    """
+
+    def __init__(
+        self, name: str, ping: Callable[[], None], ttl_s: float = DEPENDENCY_CHECK_TTL_S
+    ) -> None:
+        self.name, self._ping, self.ttl_s = name, ping, ttl_s
+        self._lock = threading.Lock()
+        self._error: str | None = None
+        self._checked_at = -math.inf
+
+    def status(self) -> str | None:
+        """None while the dependency answers, else why not (no addresses: /readyz is public)."""
+        stale = time.monotonic() - self._checked_at >= self.ttl_s
+        if stale and self._lock.acquire(blocking=False):
+            try:
+                self._ping()
+            except Exception as e:
+                self._record(e)
+            else:
+                self._record(None)
+            finally:
+                self._lock.release()
+        return self._error
+
+    def failed(self, error: Exception) -> None:
+        """A request found the dependency down."""
+        self._record(error)
+
+    def _record(self, error: Exception | None) -> None:
+        cause = None if error is None else error.__cause__ or error
+        reason = None if cause is None else f"{self.name} unreachable ({type(cause).__name__})"
+        if reason != self._error:
+            if reason is None:
+                log.warning("%s answers again", self.name)
+            else:
+                log.warning("%s: %s", reason, cause)
+        self._error, self._checked_at = reason, time.monotonic()
+
 
 @dataclass
 class ServiceState:
@@ -49,6 +105,8 @@ class ServiceState:
     embedder: QueryEmbedder
     metrics: ServiceMetrics
     encoder: QueryEncoder
+    metadata_check: DependencyCheck
+    delta_log_check: DependencyCheck
     encoder_error: str | None = None
     _closed: bool = field(default=False, repr=False)
 
@@ -146,7 +204,17 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
         on_cache=lambda result: metrics.query_cache.labels(result).inc(),
     )
     return ServiceState(
-        settings, store, registry, replica, metadata, embedder, metrics, encoder, encoder_error
+        settings,
+        store,
+        registry,
+        replica,
+        metadata,
+        embedder,
+        metrics,
+        encoder,
+        metadata_check=DependencyCheck("metadata store", metadata.ping),
+        delta_log_check=DependencyCheck("delta log", replica.log.ping),
+        encoder_error=encoder_error,
     )
 
 

@@ -8,6 +8,11 @@ or after a restart — a no-op. Each file's sha256 is checked against the
 manifest while it streams, before the marker is set.
 
 Metadata of delta upserts travels in the delta log itself, not here.
+
+A store that cannot be reached raises ``MetadataUnavailable`` (from ``get_many``
+and ``ping``): the service answers 503 and reports itself unready, never 500.
+The Redis client fails fast (short timeouts, one retry for a connection that a
+restart left stale) so that a request never waits long on a dead store.
 """
 
 from __future__ import annotations
@@ -35,12 +40,23 @@ class MetadataError(ValueError):
     """A metadata file is malformed or does not match its manifest entry."""
 
 
+class MetadataUnavailable(Exception):
+    """The store cannot be reached (Redis down, SQLite file unreadable): a dependency outage."""
+
+
 class MetadataStore(ABC):
     url: str
 
     @abstractmethod
     def get_many(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """Metadata of the ids that have some; missing ids are left out."""
+        """Metadata of the ids that have some; missing ids are left out.
+
+        Raises MetadataUnavailable when the store cannot be reached.
+        """
+
+    @abstractmethod
+    def ping(self) -> None:
+        """One cheap round trip; raises MetadataUnavailable when the store cannot be reached."""
 
     @abstractmethod
     def put_many(self, rows: Iterable[tuple[int, str]]) -> None:
@@ -79,10 +95,18 @@ class SQLiteMetadataStore(MetadataStore):
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self._conn().execute(
-            f"SELECT id, data FROM metadata WHERE id IN ({marks})", [int(i) for i in ids]
-        )
+        query = f"SELECT id, data FROM metadata WHERE id IN ({marks})"
+        try:
+            rows = self._conn().execute(query, [int(i) for i in ids]).fetchall()
+        except sqlite3.OperationalError as e:  # locked past the timeout, disk I/O error
+            raise MetadataUnavailable(f"metadata store {self.path}: {e}") from e
         return {int(i): json.loads(data) for i, data in rows}
+
+    def ping(self) -> None:
+        try:
+            self._conn().execute("SELECT 1 FROM metadata LIMIT 1").fetchall()
+        except sqlite3.Error as e:
+            raise MetadataUnavailable(f"metadata store {self.path}: {e}") from e
 
     def put_many(self, rows: Iterable[tuple[int, str]]) -> None:
         db = self._conn()
@@ -113,16 +137,39 @@ class RedisMetadataStore(MetadataStore):
 
     def __init__(self, url: str, prefix: str = "vsearch:meta") -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self.url = url
         self.prefix = prefix
-        self.client = redis.Redis.from_url(url, socket_timeout=10)
+        # Hits wait on this: fail within seconds, not after redis-py's default ten retries.
+        # One retry, on a broken connection only (one a Redis restart left in the pool).
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        )
+        # Readiness probes: one try within a second; a hanging Redis is a down Redis.
+        self._probe = redis.Redis.from_url(
+            url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
 
     def get_many(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         if not ids:
             return {}
-        values = self.client.mget([f"{self.prefix}:{int(i)}" for i in ids])
+        try:
+            values = self.client.mget([f"{self.prefix}:{int(i)}" for i in ids])
+        except self._errors as e:
+            raise MetadataUnavailable(f"metadata store unreachable: {e}") from e
         return {int(i): json.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
+
+    def ping(self) -> None:
+        try:
+            self._probe.ping()
+        except self._errors as e:
+            raise MetadataUnavailable(f"metadata store unreachable: {e}") from e
 
     def put_many(self, rows: Iterable[tuple[int, str]]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -140,6 +187,7 @@ class RedisMetadataStore(MetadataStore):
 
     def close(self) -> None:
         self.client.close()
+        self._probe.close()
 
 
 def open_metadata_store(url: str) -> MetadataStore:

@@ -55,6 +55,10 @@ def test_entries_come_back_in_order_with_increasing_ms_seq_ids(delta_log: DeltaL
     assert delta_log.read(after=written[-1].id) == []
 
 
+def test_a_reachable_log_answers_pings(delta_log: DeltaLog) -> None:
+    delta_log.ping()  # what /readyz asks (cached), on both backends
+
+
 def test_tail_returns_new_entries_and_waits_when_there_are_none(delta_log: DeltaLog) -> None:
     last = delta_log.last_id()
     t = time.monotonic()

@@ -14,6 +14,7 @@ from tests.service.redis_proc import KillableRedis
 from vsearch.metadata import (
     MetadataError,
     MetadataStore,
+    MetadataUnavailable,
     load_snapshot_metadata,
     open_metadata_store,
 )
@@ -62,3 +63,28 @@ def test_a_file_that_fails_its_checksum_writes_nothing(
         load_snapshot_metadata(local_store, m, meta_store)
     assert meta_store.get_many(list(range(10))) == {}
     assert not meta_store.is_loaded(m.snapshot_id)
+
+
+def test_a_redis_store_that_cannot_be_reached_raises_metadata_unavailable(tmp_path: Path) -> None:
+    """What the service turns into 503 metadata_unavailable (never a raw redis error: a 500)."""
+    server = KillableRedis(tmp_path / "redis", appendonly=True)
+    server.start()
+    store = open_metadata_store(server.url)
+    try:
+        store.ping()
+        store.put_many([(1, '{"id": 1}')])
+        server.kill()
+        with pytest.raises(MetadataUnavailable, match="unreachable"):
+            store.get_many([1])
+        with pytest.raises(MetadataUnavailable):
+            store.ping()
+        server.start()
+        store.ping()
+        assert store.get_many([1]) == {1: {"id": 1}}
+    finally:
+        store.close()
+        server.stop()
+
+
+def test_a_reachable_store_answers_pings(meta_store: MetadataStore) -> None:
+    meta_store.ping()

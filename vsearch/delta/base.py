@@ -53,5 +53,9 @@ class DeltaLog(ABC):
             return 0
         return self.trim_below(oldest)
 
+    def ping(self) -> None:
+        """One cheap round trip (readiness checks); raises when the log cannot be reached."""
+        self.last_id()
+
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections."""

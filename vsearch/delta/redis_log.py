@@ -23,10 +23,25 @@ class RedisDeltaLog(DeltaLog):
 
     def __init__(self, url: str, key: str = "vsearch:delta") -> None:
         import redis  # only when Redis is configured
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self.url = url
         self.key = key
-        self.client = redis.Redis.from_url(url, socket_timeout=10, health_check_interval=30)
+        # A write request waits on this: a bounded connect, and one retry, not redis-py's
+        # ten, on a broken connection only (one a Redis restart left in the pool); never
+        # after a timeout, when the batch may have been appended already.
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=10,
+            socket_connect_timeout=2,
+            health_check_interval=30,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        )
+        # Readiness probes: one try within a second; a hanging Redis is a down Redis.
+        self._probe = redis.Redis.from_url(
+            url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
         self._warn_if_not_durable()
 
     def _warn_if_not_durable(self) -> None:
@@ -100,6 +115,9 @@ class RedisDeltaLog(DeltaLog):
             raise
         return _text(info.get("last-generated-id", LOG_ORIGIN.encode()))
 
+    def ping(self) -> None:
+        self._probe.ping()
+
     def first_id(self) -> str | None:
         first = self.client.xrange(self.key, "-", "+", count=1)
         return _text(first[0][0]) if first else None
@@ -123,6 +141,7 @@ class RedisDeltaLog(DeltaLog):
 
     def close(self) -> None:
         self.client.close()
+        self._probe.close()
 
 
 def _text(value: Any) -> str:
