@@ -1,6 +1,6 @@
 """The HTTP floor of bench/service_bench.py: a Flask view that parses the JSON body
-and answers an empty hit list, served by the same gunicorn configuration as the
-service. Its latency is what any Flask-on-gunicorn search pays before searching."""
+and answers an empty hit list, served by the same server (service/server.py) as the
+service. Its latency is what any Flask search behind that server pays before searching."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
     .venv/bin/python bench/service_bench.py swap      # latency while CURRENT moves
     .venv/bin/python bench/service_bench.py all --out bench/results/service.md
 
-The service is a real gunicorn (1 worker, gthread) on 127.0.0.1; the load
+The service runs under its real server (service/server.py, waitress) on 127.0.0.1; the load
 generator runs on the same machine (it competes for the same cores, which
 penalises the service, not the baseline). The baseline searches the very shard
 files the service loaded, in this process, with the same k and nprobe.
@@ -215,7 +215,7 @@ def bench_latency(
     floor = http_floor(root, bodies, requests)
     for batch in ("32", "1"):
         env = service_env(root, store, max_batch=batch, shard_threads="2")
-        with running_service(env, log_path=root / "gunicorn.log") as base:
+        with running_service(env, log_path=root / "server.log") as base:
             raw = raw_searcher(root, m, nprobe)
             for c in (1, 8):
                 client = Client(base, c)
@@ -245,7 +245,7 @@ def bench_latency(
             + row(ms(floor[c], 50), f"{pct(lat_s, 50) - pct(floor[c], 50):.2f}")
         )
     out.append(
-        "\nfloor: the same gunicorn settings and client, serving bench/floor_app.py (a Flask "
+        "\nfloor: the same server settings and client, serving bench/floor_app.py (a Flask "
         "view that parses the body and answers no hits). service - floor is what searching "
         "costs inside the service: compare it with raw p50."
     )

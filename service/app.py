@@ -1,8 +1,8 @@
 """The Flask application factory: ``create_app(config)``.
 
-Serve it with gunicorn (see ``service/gunicorn_conf.py``)::
+Serve it with the service's server (waitress; see ``service/server.py``)::
 
-    gunicorn -c python:service.gunicorn_conf "service.app:create_app()"
+    python -m service.server            # or: vsearch serve
 
 Settings come from ``VSEARCH_*`` (``vsearch.config.Settings``). ``config`` may
 override any setting by its upper-case name (``{"STORE": "/data", "MAX_K": 50}``)

@@ -1,7 +1,7 @@
 """Prometheus metrics of one app (its own registry, so several apps can live in one process).
 
-Under gunicorn each worker process has its own numbers; the deployment runs one
-worker per container (see gunicorn_conf.py), so a scrape sees the whole replica.
+Each server process has its own numbers; the deployment runs one process per
+container (see service/server.py), so a scrape sees the whole replica.
 """
 
 from __future__ import annotations

@@ -118,11 +118,11 @@ class Settings:
     max_batch: int = 1
     # Name this replica records its served watermark under (default: hostname-pid).
     replica_id: str = ""
-    # gunicorn (service/gunicorn_conf.py): address, worker processes, threads per worker.
+    # The HTTP server (service/server.py, waitress): address, processes, request threads.
     service_bind: str = "127.0.0.1:8000"
     service_workers: int = 1
     service_threads: int = 8
-    # gunicorn's access log: "-" (stdout), a file path, or "" for none.
+    # The access log: "-" (stdout), a file path, or "" for none; it never holds a credential.
     service_access_log: str = "-"
     # --- orchestration (Airflow DAGs and plugin; read when the DAG files are parsed) ---
     # Default sources of the build DAG, comma-separated (a run's params override them).

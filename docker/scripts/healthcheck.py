@@ -28,7 +28,7 @@ HTTP_CHECKS = {
 
 
 def query_service_url(env: dict[str, str] | None = None) -> str:
-    """/healthz on the port gunicorn binds (VSEARCH_SERVICE_BIND, read by service/gunicorn_conf)."""
+    """/healthz on the port the service binds (VSEARCH_SERVICE_BIND, read by service/server.py)."""
     bind = (os.environ if env is None else env).get("VSEARCH_SERVICE_BIND", "127.0.0.1:8000")
     port = bind.rsplit(":", 1)[-1] if ":" in bind else "8000"
     return f"http://127.0.0.1:{port}/healthz"
@@ -46,7 +46,7 @@ def command_checks() -> dict[str, list[str]]:
 
 # How `auto` recognises a role from a process's argv (first match wins).
 ROLE_PATTERNS: list[tuple[str, tuple[str, ...]]] = [
-    ("query-service", ("gunicorn",)),
+    ("query-service", ("service.server",)),  # python -m service.server
     ("api-server", ("airflow", "api-server")),
     ("scheduler", ("airflow", "scheduler")),
     ("dag-processor", ("airflow", "dag-processor")),

@@ -1,5 +1,6 @@
 """What each container runs exists: the Airflow subcommands under the compose configuration,
-the gunicorn app and config, the scripts, the health checks; and every setting it reads is real."""
+the query service's server and app, the scripts, the health checks; and every setting it
+reads is real."""
 
 from __future__ import annotations
 
@@ -99,29 +100,26 @@ def test_the_write_endpoints_are_on_with_a_key(services: dict[str, Any]) -> None
 # --- the query service ----------------------------------------------------------------------
 
 
-def test_the_query_service_command_is_a_gunicorn_that_loads(
+def test_the_query_service_command_is_the_server_that_loads(
     services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gunicorn.config import Config
+    from waitress.adjustments import Adjustments
 
     service = services["query"]
     argv = stack.command_argv(service["command"])
-    assert argv[0] == "gunicorn"
+    assert argv == ["python", "-m", "service.server"], argv
     cmd = stack.dockerfile().last("service", "CMD")
     assert cmd and json.loads(cmd.args) == argv, "compose and the image run the same command"
-    args = Config().parser().parse_args(argv[1:])
-    assert args.config.startswith("python:")
-    (app_spec,) = args.args
-    module_name, _, call = app_spec.partition(":")
-    assert call == "create_app()", app_spec
     for key, value in container_env(service, "service").items():
         monkeypatch.setenv(key, value)
-    sys.modules.pop("service.gunicorn_conf", None)
-    conf = importlib.import_module(args.config.removeprefix("python:"))
-    # The address gunicorn binds is the one the health check and HAProxy use.
-    assert conf.bind in ("0.0.0.0:8000", ["0.0.0.0:8000"]), conf.bind
-    app_module = importlib.import_module(module_name)
-    assert callable(app_module.create_app)
+    server = importlib.import_module(argv[2])
+    settings = Settings.load()
+    # The address the server binds is the one the health check and HAProxy use.
+    assert settings.service_bind == "0.0.0.0:8000", settings.service_bind
+    Adjustments(**server.server_options(settings))  # every option is one waitress knows
+    module_name, _, call = server.APP.partition(":")
+    assert call == "create_app()", server.APP
+    assert callable(importlib.import_module(module_name).create_app)
 
 
 def test_haproxy_sends_traffic_to_the_port_the_replicas_bind(services: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""`vsearch serve` runs the service under gunicorn with the CLI's settings."""
+"""`vsearch serve` runs the service under its server (service/server.py) with the CLI's settings."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The end of ``vsearch demo``: exercise the service on a published store, in-process and
-through a real gunicorn."""
+through the real server."""
 
 from __future__ import annotations
 
@@ -20,15 +20,13 @@ from vsearch.storage import open_store
 API_KEY = "demo-test-key"
 
 
-@pytest.mark.parametrize("use_gunicorn", [False, True])
-def test_demo_finds_the_upsert_then_not_after_the_delete(
-    tmp_path: Path, use_gunicorn: bool
-) -> None:
+@pytest.mark.parametrize("use_server", [False, True])
+def test_demo_finds_the_upsert_then_not_after_the_delete(tmp_path: Path, use_server: bool) -> None:
     settings = Settings.load(environ={}, data_dir=str(tmp_path / "data"), api_key=API_KEY)
     store = open_store(settings=settings)
     publish_snapshot(store, build_synthetic_snapshot(store, datetime(2026, 1, 1, tzinfo=UTC)))
     lines: list[str] = []
-    if use_gunicorn:
+    if use_server:
         with running_service(settings_env(settings)) as base:
 
             def call(method: str, path: str, body: Any = None, headers: Any = None) -> Any:

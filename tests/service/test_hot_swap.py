@@ -1,4 +1,4 @@
-"""Hot swap under load through a real gunicorn on 127.0.0.1: zero failed requests.
+"""Hot swap under load through the real server on 127.0.0.1: zero failed requests.
 
 Each snapshot holds ids ``day * 1_000_000 + i``, so every response can be
 checked against the snapshot it names.
@@ -41,7 +41,7 @@ def test_current_moves_four_times_under_load_without_a_failed_request(tmp_path: 
     stop = threading.Event()
     lock = threading.Lock()
 
-    with running_service(env, log_path=tmp_path / "gunicorn.log") as base:
+    with running_service(env, log_path=tmp_path / "service.log") as base:
 
         def client(seed: int) -> None:
             rng = np.random.default_rng(seed)

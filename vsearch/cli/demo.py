@@ -1,7 +1,7 @@
 """``vsearch demo``: the main job end to end on embedded defaults (what ``make demo`` runs).
 
 Sample pictures -> the build DAG through real Airflow (``airflow dags test``, SQLite
-metadata DB; every stage for real) -> the query service (gunicorn on a free loopback
+metadata DB; every stage for real) -> the query service (its real server on a free loopback
 port) on the published snapshot -> an image query, an upsert, a search that finds it, a
 delete and a search that no longer does. Everything lands in one directory; no server
 to set up and nothing downloaded. Each step prints as it happens.
@@ -179,7 +179,7 @@ def demo(ctx: Context, demo_dir: Path, images: int) -> None:
     image = sorted((root / "images").rglob("*.jpg"))[0]
     click.echo(f"query image: {image.relative_to(root)}")
     with running_service(settings_env(settings), log_path=root / "service.log") as base:
-        click.echo(f"service: gunicorn at {base}")
+        click.echo(f"service: {base} (python -m service.server)")
         results = exercise_service(
             lambda method, path, body=None, headers=None: http_json(
                 method, base + path, body, headers

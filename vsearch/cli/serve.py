@@ -1,4 +1,4 @@
-"""``vsearch serve``: run the query service under gunicorn (service/gunicorn_conf.py)."""
+"""``vsearch serve``: run the query service under its server (service/server.py, waitress)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,10 @@ _DEFAULTS = Settings()  # the embedded defaults, for the help text
 def serve(ctx: Context, bind: str | None, workers: int | None, threads: int | None) -> None:
     """Serve the snapshot CURRENT names, hot-swapping to newer ones, with the live delta.
 
-    Replaces this process with gunicorn running service.app:create_app(); every
-    setting travels as its VSEARCH_* variable.
+    Replaces this process with the service's server (python -m service.server:
+    waitress, which reads each request in full before a thread handles it, so slow
+    and idle clients hold no thread) running service.app:create_app(); every setting
+    travels as its VSEARCH_* variable.
 
     Image and text queries are embedded with the encoder the served snapshot was
     built with, loaded on the first such query (VSEARCH_QUERY_ENCODER overrides
@@ -51,7 +53,7 @@ def serve(ctx: Context, bind: str | None, workers: int | None, threads: int | No
         service_workers=workers or ctx.settings.service_workers,
         service_threads=threads or ctx.settings.service_threads,
     )
-    from vsearch.cli.service_process import gunicorn_command, settings_env
+    from vsearch.cli.service_process import server_command, settings_env
     from vsearch.safe_fetch import TrustedHosts
 
     try:  # refused here, with exit code 5, rather than by every worker as it boots
@@ -59,7 +61,7 @@ def serve(ctx: Context, bind: str | None, workers: int | None, threads: int | No
     except ValueError as e:
         raise ConfigError(f"image_fetch_allow: {e}") from None
     env = {**os.environ, **settings_env(settings)}
-    args = gunicorn_command()
+    args = server_command()
     click.echo(f"vsearch serve: {settings.store} on http://{settings.service_bind}", err=True)
     os.execve(args[0], args, env)
 

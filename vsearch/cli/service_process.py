@@ -1,6 +1,6 @@
-"""The query service as a process: the gunicorn command line, a launcher that waits for
-``/readyz``, and a small JSON client. ``vsearch serve``, ``vsearch demo``, the tests and
-the benchmarks start the service this one way.
+"""The query service as a process: the server's command line (``service/server.py``:
+waitress), a launcher that waits for ``/readyz``, and a small JSON client. ``vsearch
+serve``, ``vsearch demo``, the tests and the benchmarks start the service this one way.
 
 The service itself (``service/``) is a Flask app; nothing here imports it.
 """
@@ -26,10 +26,9 @@ from vsearch.config import Settings
 APP = "service.app:create_app()"
 
 
-def gunicorn_command(app: str = APP) -> list[str]:
-    """gunicorn from this interpreter's environment, with the service's config module."""
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    return [str(gunicorn), "-c", "python:service.gunicorn_conf", app]
+def server_command(app: str = APP) -> list[str]:
+    """The service's server (service/server.py) under this interpreter, serving ``app``."""
+    return [sys.executable, "-m", "service.server", app]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -77,22 +76,28 @@ def running_service(
     app: str = APP,
     cwd: Path | None = None,
 ) -> Iterator[str]:
-    """A gunicorn serving ``app`` on a free loopback port; yields its base URL.
+    """The service's server running ``app`` on a free loopback port; yields its base URL.
 
-    ``env`` holds VSEARCH_* settings; the bind address is chosen here. Waits for
-    ``/readyz``; stops the server (SIGTERM, then SIGKILL) on exit.
+    ``env`` holds VSEARCH_* settings; the bind address is chosen here and the access
+    log is off. Waits for ``/readyz``; stops the server (SIGTERM, then SIGKILL) on exit.
     """
     port = free_port()
-    full_env = {**os.environ, **env, "VSEARCH_SERVICE_BIND": f"127.0.0.1:{port}"}
-    cmd = [*gunicorn_command(app)[:-1], "--access-logfile", "/dev/null", app]
+    full_env = {
+        **os.environ,
+        **env,
+        "VSEARCH_SERVICE_BIND": f"127.0.0.1:{port}",
+        "VSEARCH_SERVICE_ACCESS_LOG": "",
+    }
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        server_command(app), cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {proc.returncode} (log: {log_path})")
+                raise RuntimeError(f"the service exited with {proc.returncode} (log: {log_path})")
             with contextlib.suppress(OSError):
                 if http_json("GET", f"{base}/readyz", timeout=2)[0] == 200:
                     break
