@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.snapshot_loader import SnapshotMemory
 from vsearch.delta import DeltaEntry
 
 _LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -67,6 +68,23 @@ class ServiceMetrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.snapshot_bytes = Gauge(
+            "vsearch_snapshot_bytes",
+            "Memory of the served snapshot as the budget counts it: private (copied out of "
+            "the files), scanned (mapped, read by every search), refine (mapped, read a few "
+            "rows per query; not counted), resident = private + scanned",
+            ["kind"],
+            registry=r,
+        )
+        self.process_memory = Gauge(
+            "vsearch_process_memory_bytes",
+            "This process's memory (/proc): rss_anon (private), rss_file (mapped file pages "
+            "it has touched, shared with other processes), pss (its proportional share)",
+            ["kind"],
+            registry=r,
+        )
+        for kind in ("rss_anon", "rss_file", "pss"):
+            self.process_memory.labels(kind).set_function(_process_memory_reader(kind))
         self.query_cache = Counter(
             "vsearch_query_cache", "Query-embedding cache lookups", ["result"], registry=r
         )
@@ -82,7 +100,29 @@ class ServiceMetrics:
             ms = int(e.id.split("-", 1)[0])
             self.visible_lag.labels(path).observe(max(0.0, (now_ms - ms) / 1000))
 
-    def set_snapshot(self, snapshot_id: str, vectors: int) -> None:
+    def set_snapshot(self, snapshot_id: str, vectors: int, memory: SnapshotMemory) -> None:
         self.snapshot.clear()
         self.snapshot.labels(snapshot_id).set(1)
         self.snapshot_vectors.set(vectors)
+        for kind in ("private", "scanned", "refine", "resident"):
+            self.snapshot_bytes.labels(kind).set(getattr(memory, kind))
+
+
+def _process_memory_reader(kind: str) -> Callable[[], float]:
+    return lambda: float(process_memory().get(kind, 0))
+
+
+def process_memory() -> dict[str, int]:
+    """RssAnon, RssFile (/proc/self/status) and Pss (/proc/self/smaps_rollup), in bytes."""
+    found: dict[str, int] = {}
+    wanted = {"RssAnon:": "rss_anon", "RssFile:": "rss_file", "Pss:": "pss"}
+    for name in ("/proc/self/status", "/proc/self/smaps_rollup"):
+        try:
+            with open(name) as f:
+                for line in f:
+                    fields = line.split()
+                    if fields and fields[0] in wanted:
+                        found[wanted[fields[0]]] = int(fields[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return found

@@ -8,20 +8,22 @@ and nobody else is answered. waitress reads requests on one I/O loop, spools bod
 or idle client holds a socket, never a thread, and a body whose Content-Length is
 above ``max_request_mb`` is refused (413) before any of it is read.
 
-One process with N threads serves N requests at once over ONE copy of the index
-(faiss, numpy and the encoders release the GIL while they compute). Memory per process
-is therefore about
+One process with N threads serves N requests at once over one copy of the index
+(faiss, numpy and the encoders release the GIL while they compute). Shards are
+memory-mapped (service/snapshot_loader.py): their codes live in the page cache, shared
+by every process on the host, so memory per process is about
 
-    sum(shard bytes) of the served snapshot   (faiss keeps the index in RAM)
-    + the same again while a new snapshot loads before a swap
+    what faiss copies out of the shards (quantizers, OPQ, id maps: /metrics
+    vsearch_snapshot_bytes{kind="private"}), again while a new snapshot loads
     + the delta (n_items x dim x 4 bytes) + the query encoder (CLIP: ~600 MB)
-    + ~150 MB of Python, Flask and faiss.
+    + ~150 MB of Python, Flask and faiss,
 
-Every worker process would hold all of that again (indexes are read into memory, not
-shared by fork), which is why the default is ONE worker per container with many
-threads, and replicas scale out behind a load balancer. With more workers the socket
-is bound here and each forked worker builds its own app (snapshots load after the
-fork, with their threads). Settings: VSEARCH_SERVICE_BIND, VSEARCH_SERVICE_WORKERS,
+and once per host the shard files' scanned part in the page cache. A second worker
+process therefore costs its private part, not the index again. Its Python and encoder
+are its own, and so is its GIL: with many cores, workers x threads beats one process
+with more threads (see docs/service.md "Workers and threads"). With more workers the
+socket is bound here and each forked worker builds its own app (snapshots load after
+the fork, with their threads). Settings: VSEARCH_SERVICE_BIND, VSEARCH_SERVICE_WORKERS,
 VSEARCH_SERVICE_THREADS, VSEARCH_SERVICE_ACCESS_LOG (see vsearch.config).
 """
 

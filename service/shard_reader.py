@@ -1,5 +1,10 @@
 """Reading shard files into faiss in a child process that cannot allocate past the budget.
 
+Shards are read memory-mapped (``faiss.IO_FLAG_MMAP_IFC``, see ``read_mapped``): the
+codes faiss can use in place (inverted lists, flat and refine codes) stay in the file
+and live in the page cache, shared by every process on the host that maps the same
+file; what faiss copies out (quantizers, transforms, id maps) is private memory.
+
 faiss allocates what the sizes inside a file say before it reads the data, so a file
 of a few bytes can ask for gigabytes. ``read_shards_bounded`` therefore reads the
 shards first in a child process whose address space is capped at the memory budget,
@@ -17,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from service.refusal import SnapshotRefused
 
@@ -27,12 +33,20 @@ READ_SLACK_BYTES = 64 << 20
 @dataclass(frozen=True)
 class ShardsRead:
     shapes: list[tuple[int, int]]  # (ntotal, d) of each shard
-    heap_bytes: int  # what faiss allocated to hold them all
+    heap_bytes: int  # what faiss allocated to hold them all: private, not the mapped files
+
+
+def read_mapped(path: str | Path) -> Any:
+    """One shard as the service holds it: codes mapped from the file, the rest in RAM."""
+    import faiss
+
+    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
 
 
 def read_shards_bounded(paths: Sequence[Path], limit_bytes: int) -> ShardsRead:
     """Read every shard into faiss in a child process that cannot allocate more than
-    ``limit_bytes`` (+ ``READ_SLACK_BYTES``): refused if one does not read there.
+    ``limit_bytes`` (+ ``READ_SLACK_BYTES``) beyond mapping the files: refused if one
+    does not read there.
 
     A child, not an rlimit here: RLIMIT_AS is per process, and this one serves requests
     from many threads. The child also contains what a crafted file can do beyond
@@ -48,7 +62,8 @@ def read_shards_bounded(paths: Sequence[Path], limit_bytes: int) -> ShardsRead:
     }
     total = sum(p.stat().st_size for p in paths)
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(limit_bytes + READ_SLACK_BYTES), *map(str, paths)],
+        [sys.executable, "-c", _CHILD, str(limit_bytes + READ_SLACK_BYTES + total)]
+        + [str(p) for p in paths],
         capture_output=True,
         text=True,
         env=env,
@@ -81,18 +96,18 @@ _CHILD = "from service.shard_reader import _read_shards_child; _read_shards_chil
 def _read_shards_child() -> None:  # pragma: no cover - runs in the child process
     import resource
 
-    import faiss
+    import faiss  # noqa: F401 - loaded (with its libraries) before the address space is capped
 
     limit, paths = int(sys.argv[1]), sys.argv[2:]
     base = _heap_in_use()
     vm = _vm_size()
-    if vm is not None:  # the interpreter and libraries as loaded, plus the limit
+    if vm is not None:  # the interpreter and libraries as loaded, the files mapped, the limit
         resource.setrlimit(resource.RLIMIT_AS, (vm + limit, resource.RLIM_INFINITY))
     indexes, shapes = [], []
     for j, path in enumerate(paths):
         print(json.dumps({"reading": j}), flush=True)
         try:
-            index = faiss.read_index(path)
+            index = read_mapped(path)
         except MemoryError:
             print(json.dumps({"shard": j, "error": "memory"}), flush=True)
             return

@@ -10,6 +10,9 @@ CURRENT records; ``load_snapshot`` then loads what it describes:
 2. The shards are read first in a child process whose address space is capped at
    the memory budget (``service.shard_reader``); only files that read there, within
    the budget, are read here — the same verified bytes, so the same allocations.
+   Both read memory-mapped: the codes stay in the cached file (page cache, shared by
+   the worker processes), and the budget counts what is private: what faiss copied
+   out of the files, plus the id lookups.
 3. The canary (``service.canary``): the opened snapshot must answer searches for a
    few of its own stored vectors through the searcher requests use, at its default
    nprobe.
@@ -31,8 +34,9 @@ from pathlib import Path
 
 from service.canary import default_nprobe, run_canary
 from service.refusal import SnapshotRefused
-from service.shard_reader import read_shards_bounded
+from service.shard_reader import read_mapped, read_shards_bounded
 from vsearch.delta import parse_entry_id
+from vsearch.index.structure import refine_store_bytes
 from vsearch.manifest import EncoderInfo, Manifest
 from vsearch.metadata import MetadataError, MetadataStore, load_snapshot_metadata
 from vsearch.search import ShardSearcher, SnapshotSearcher, Watermark
@@ -44,12 +48,52 @@ from vsearch.watermarks import LOG_ORIGIN
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class SnapshotMemory:
+    """What a loaded snapshot takes, in bytes, as the memory budget counts it.
+
+    ``private``: measured, what faiss copied out of the files (quantizers, transforms,
+    id maps) — every worker process holds its own. ``scanned``: the mapped bytes that
+    searches read through (inverted lists, flat codes) and the id lookups: in the page
+    cache while the snapshot serves, shared by the workers. ``refine``: the re-ranking
+    codes, mapped and read a few rows per query; they stay on disk until touched and
+    are the first pages the kernel drops, so the budget leaves them out, as the index
+    report's resident figure does.
+    """
+
+    private: int
+    scanned: int
+    refine: int
+    vectors: int
+
+    @property
+    def resident(self) -> int:
+        return self.private + self.scanned
+
+    @classmethod
+    def measure(
+        cls, heap_bytes: int, shards: list[ShardSearcher], file_bytes: int
+    ) -> SnapshotMemory:
+        refine = sum(refine_store_bytes(s.index) for s in shards)
+        lookups = sum(s.stored.nbytes for s in shards)
+        vectors = sum(s.ntotal for s in shards)
+        return cls(heap_bytes, file_bytes - refine + lookups, refine, vectors)
+
+    def describe(self) -> str:
+        per = max(self.vectors, 1)
+        return (
+            f"{self.private / 2**20:.1f} MiB private + {self.scanned / 2**20:.1f} MiB mapped "
+            f"and scanned ({self.resident / per:.1f} B/vector), "
+            f"{self.refine / 2**20:.1f} MiB of re-ranking codes mapped"
+        )
+
+
 @dataclass
 class LoadedSnapshot:
     manifest: Manifest
     searcher: SnapshotSearcher
     dim: int
-    nbytes: int  # the manifest's shard bytes
+    nbytes: int  # the manifest's shard bytes: mapped, in the page cache as they are used
     leases: int = 0
     retired: bool = False
     closed: bool = False
@@ -57,7 +101,7 @@ class LoadedSnapshot:
     # The log is kept from here on: min(own watermark, the rollback target's watermark).
     retain_from: str = LOG_ORIGIN
     loaded_at: float = field(default_factory=time.time)
-    resident_bytes: int = 0  # measured: what faiss allocated reading the shards + id lookups
+    memory: SnapshotMemory = field(default_factory=lambda: SnapshotMemory(0, 0, 0, 0))
     # Objects whose store copy no longer matches the manifest, served from the verified cache.
     store_warnings: tuple[str, ...] = ()
 
@@ -118,16 +162,9 @@ def load_snapshot(
     max_batch: int,
 ) -> LoadedSnapshot:
     """Download, verify, read (bounded), open and canary every shard; load the metadata."""
-    import faiss
-
     started = time.perf_counter()
     _check_encoder(manifest.encoder, expected_encoder)
     nbytes = sum(s.bytes for s in manifest.shards)
-    if memory_budget_bytes and nbytes > memory_budget_bytes:
-        raise SnapshotRefused(
-            f"needs {nbytes / 2**20:.1f} MiB of shards, over the memory budget of "
-            f"{memory_budget_bytes / 2**20:.1f} MiB"
-        )
     paths, warnings = [], []
     for j, info in enumerate(manifest.shards):
         path, warning = fetch_shard(store, cache, info.uri, info.sha256, info.bytes, f"shards[{j}]")
@@ -144,20 +181,27 @@ def load_snapshot(
     try:
         for j, (info, path) in enumerate(zip(manifest.shards, paths, strict=True)):
             try:
-                index = faiss.read_index(str(path))
+                index = read_mapped(path)
             except (RuntimeError, MemoryError) as e:  # read fine in the child: unexpected
                 raise SnapshotRefused(f"shards[{j}] {info.uri}: unreadable index: {e}") from None
             name = f"{manifest.snapshot_id}-{j}"
             try:
-                shard = ShardSearcher(index, name, threads=shard_threads, max_batch=max_batch)
+                shard = ShardSearcher(
+                    index,
+                    name,
+                    threads=shard_threads,
+                    max_batch=max_batch,
+                    lookup_cache=path.with_suffix(""),
+                )
             except (RuntimeError, ValueError, IndexError) as e:  # an inconsistent index
                 raise SnapshotRefused(f"shards[{j}] {info.uri}: cannot be served: {e}") from None
             shards.append(shard)
-        resident = read.heap_bytes + sum(s.stored.nbytes for s in shards)
-        if memory_budget_bytes and resident > memory_budget_bytes:
+        memory = SnapshotMemory.measure(read.heap_bytes, shards, nbytes)
+        if memory_budget_bytes and memory.resident > memory_budget_bytes:
             raise SnapshotRefused(
-                f"takes {resident / 2**20:.1f} MiB once read (measured), over the memory "
-                f"budget of {memory_budget_bytes / 2**20:.1f} MiB"
+                f"takes {memory.resident / 2**20:.1f} MiB resident once read (measured: "
+                f"{memory.describe()}), over the memory budget of "
+                f"{memory_budget_bytes / 2**20:.1f} MiB"
             )
         searcher = SnapshotSearcher(shards, manifest.metric)
         run_canary(searcher, manifest)
@@ -171,12 +215,11 @@ def load_snapshot(
         raise
     elapsed = time.perf_counter() - started
     log.info(
-        "loaded %s: %d vectors in %d shards, %.1f MiB on disk, %.1f MiB resident, %.2fs",
+        "loaded %s: %d vectors in %d shards, %s, %.2fs",
         manifest.snapshot_id,
         manifest.ntotal,
         len(shards),
-        nbytes / 2**20,
-        resident / 2**20,
+        memory.describe(),
         elapsed,
     )
     return LoadedSnapshot(
@@ -185,7 +228,7 @@ def load_snapshot(
         manifest.encoder.dim,
         nbytes,
         load_seconds=elapsed,
-        resident_bytes=resident,
+        memory=memory,
         store_warnings=tuple(warnings),
     )
 
@@ -283,9 +326,10 @@ def _record_etag(path: Path, uri: str, etag: str) -> None:
 
 
 def prune_shard_cache(cache: Path, keep: set[str]) -> None:
-    """Delete cached shards whose sha256 is not in ``keep`` (sparing any just written)."""
-    for path in [*cache.glob("*.index"), *cache.glob("*.etags")]:
-        if path.stem not in keep and path.stat().st_mtime < time.time() - 1:
+    """Delete cached shards (and their id lookups) whose sha256 is not in ``keep``,
+    sparing any just written. A worker still mapping a deleted file keeps its pages."""
+    for path in cache.iterdir():
+        if path.name.split(".", 1)[0] not in keep and path.stat().st_mtime < time.time() - 1:
             path.unlink(missing_ok=True)
 
 

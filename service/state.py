@@ -221,5 +221,5 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
 def _record_swap(metrics: ServiceMetrics, old: LoadedSnapshot | None, new: LoadedSnapshot) -> None:
     """Swap listener: count the swap and show the snapshot about to serve."""
     metrics.swaps.inc()
-    metrics.set_snapshot(new.snapshot_id, new.manifest.ntotal)
+    metrics.set_snapshot(new.snapshot_id, new.manifest.ntotal, new.memory)
     metrics.load_seconds.observe(new.load_seconds)

@@ -106,28 +106,49 @@ def test_an_index_that_reads_but_cannot_search_is_refused_by_the_canary(
 
 
 def flat_header_claiming(nbytes: int) -> bytes:
-    """A 45-byte IndexFlatIP file whose codes vector claims ``nbytes`` bytes."""
+    """A 45-byte IndexFlatIP file whose codes vector claims ``nbytes`` bytes.
+
+    The codes are mapped from the file, so faiss checks the claim against the file's size.
+    """
     header = faiss.serialize_index(faiss.IndexFlatIP(D)).tobytes()
     assert len(header) == 45
     return header[:-8] + struct.pack("<Q", nbytes // 4)  # the count is of floats
+
+
+def id_map_header_claiming(nbytes: int) -> bytes:
+    """A 90-byte IDMap,Flat file whose id map claims ``nbytes`` bytes.
+
+    The id map is copied out of the file: faiss allocates what it claims, then reads.
+    """
+    header = faiss.serialize_index(faiss.IndexIDMap(faiss.IndexFlatIP(D))).tobytes()
+    assert len(header) == 90
+    return header[:-8] + struct.pack("<Q", nbytes // 8)  # the count is of int64 ids
 
 
 def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+@pytest.mark.parametrize(
+    ("shard", "expected"),
+    [
+        (id_map_header_claiming(1 << 30), ("memory", "budget")),
+        (flat_header_claiming(1 << 30), ("unreadable index", "read error")),
+    ],
+    ids=["copied-part", "mapped-part"],
+)
 def test_a_lying_header_cannot_allocate_beyond_the_budget_in_the_worker(
-    local_store: ObjectStore, make_app: AppFactory
+    local_store: ObjectStore, make_app: AppFactory, shard: bytes, expected: tuple[str, str]
 ) -> None:
     client, state, xb = serving(local_store, make_app, MEMORY_BUDGET_BYTES=64 << 20)
     m = build_snapshot(local_store, snapshot_id(2), xb, np.arange(N, dtype="int64"), nshards=1)
-    publish(local_store, with_shard(local_store, m, 0, flat_header_claiming(1 << 30)))
+    publish(local_store, with_shard(local_store, m, 0, shard))
     before = peak_rss()
     outcome = state.replica.tick()
     grown = peak_rss() - before
-    assert grown < 256 << 20, f"the worker allocated {grown >> 20} MiB for a 45-byte file"
+    assert grown < 256 << 20, f"the worker allocated {grown >> 20} MiB for a {len(shard)}-byte file"
     refused = assert_refused_and_still_serving(client, state, xb, "shards[0]", outcome)
-    assert "memory" in refused["reason"] and "budget" in refused["reason"], refused
+    assert all(word in refused["reason"] for word in expected), refused
 
 
 def test_out_of_memory_is_a_refusal_not_a_retry(
@@ -139,7 +160,7 @@ def test_out_of_memory_is_a_refusal_not_a_retry(
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     m = build_snapshot(local_store, snapshot_id(2), xb, np.arange(N, dtype="int64"), nshards=1)
     claim = min(4 * ram, (1 << 40) - (1 << 30))
-    publish(local_store, with_shard(local_store, m, 0, flat_header_claiming(claim)))
+    publish(local_store, with_shard(local_store, m, 0, id_map_header_claiming(claim)))
     refused = assert_refused_and_still_serving(client, state, xb, "shards[0]")
     assert "memory" in refused["reason"], refused
 

@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,38 +52,51 @@ class StoredVectors:
     vector comes back from the finest codes the index holds: the refine index's
     (SQ8, or Flat) when there is one, else the IVF's own codes (rotated back
     through OPQ), else the flat storage, exactly.
+
+    With ``cache`` (a path prefix beside the shard's cached file) the two arrays are
+    written there once, as ``.npy`` files, and memory-mapped: every worker process on
+    the host then shares one copy in the page cache instead of holding its own.
     """
 
-    def __init__(self, index: Any) -> None:
+    def __init__(self, index: Any, cache: Path | None = None) -> None:
         import faiss
 
         from vsearch.index.structure import layers
 
         lay = layers(index)
-        id_map = None if lay.idmap is None else faiss.vector_to_array(lay.idmap.id_map)
-        if id_map is not None and len(id_map) != index.ntotal:
-            raise ValueError(f"the id map holds {len(id_map)} ids for {index.ntotal} vectors")
+        self.d, n = int(index.d), int(index.ntotal)
         self._source: Any = None
         self._ivf: Any = None
         self._pretransform: Any = None
         if lay.ivf is not None and lay.refine is None:
             # The IVF's codes are the finest there are: find each one in its inverted list.
             self._ivf, self._pretransform = lay.ivf, lay.pretransform
-            inner, where = _inverted_list_entries(lay.ivf)
-            if len(inner) != index.ntotal:
-                raise ValueError(f"the inverted lists hold {len(inner)} of {index.ntotal} vectors")
-            ids = inner if id_map is None else id_map[inner]
         else:
             # Vectors are in insertion order below the id map: the refine index (whose
             # ``reconstruct`` IndexRefine forwards to), a flat index, an HNSW's storage.
             self._source = lay.top if lay.idmap is None else faiss.downcast_index(lay.idmap.index)
-            where = np.arange(int(index.ntotal), dtype="int64")
+        mapped = None if cache is None else _load_lookup(cache, n)
+        if mapped is not None:
+            self.ids, self._where = mapped
+            return
+        id_map = None if lay.idmap is None else faiss.vector_to_array(lay.idmap.id_map)
+        if id_map is not None and len(id_map) != n:
+            raise ValueError(f"the id map holds {len(id_map)} ids for {n} vectors")
+        if self._ivf is not None:
+            inner, where = _inverted_list_entries(self._ivf)
+            if len(inner) != n:
+                raise ValueError(f"the inverted lists hold {len(inner)} of {n} vectors")
+            ids = inner if id_map is None else id_map[inner]
+        else:
+            where = np.arange(n, dtype="int64")
             ids = where if id_map is None else id_map
         order = np.argsort(ids, kind="stable")
         self.ids = np.ascontiguousarray(ids[order], dtype="int64")
         located = where[order]
         self._where = located.astype("uint32") if located.max(initial=0) < 2**32 else located
-        self.d = int(index.d)
+        if cache is not None:
+            _save_lookup(cache, self.ids, self._where)
+            self.ids, self._where = _load_lookup(cache, n) or (self.ids, self._where)
 
     @property
     def nbytes(self) -> int:
@@ -125,6 +140,30 @@ class StoredVectors:
         self._pretransform.reverse_chain(1, faiss.swig_ptr(xt), faiss.swig_ptr(x))
 
 
+def _lookup_paths(cache: Path) -> tuple[Path, Path]:
+    return cache.with_name(cache.name + ".ids.npy"), cache.with_name(cache.name + ".where.npy")
+
+
+def _load_lookup(cache: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached (ids, where) arrays, memory-mapped; None when absent or not for ``n`` rows."""
+    try:
+        ids, where = (np.load(p, mmap_mode="r") for p in _lookup_paths(cache))
+    except (OSError, ValueError):
+        return None
+    if ids.shape != (n,) or where.shape != (n,) or ids.dtype != np.int64:
+        return None
+    return ids, where
+
+
+def _save_lookup(cache: Path, ids: np.ndarray, where: np.ndarray) -> None:
+    """Write both arrays atomically (tmp file, then rename): workers may race to write."""
+    for path, array in zip(_lookup_paths(cache), (ids, where), strict=True):
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        tmp.replace(path)
+
+
 def _inverted_list_entries(ivf: Any) -> tuple[np.ndarray, np.ndarray]:
     """Every entry of an IVF's inverted lists: its id there, and ``list_no << 32 | offset``."""
     import faiss
@@ -156,12 +195,20 @@ class _Query:
 class ShardSearcher:
     """One faiss shard, searched by ``threads`` workers that batch queued queries."""
 
-    def __init__(self, index: Any, name: str, *, threads: int = 1, max_batch: int = 32) -> None:
+    def __init__(
+        self,
+        index: Any,
+        name: str,
+        *,
+        threads: int = 1,
+        max_batch: int = 32,
+        lookup_cache: Path | None = None,
+    ) -> None:
         import faiss
 
         self.index, self.name = index, name
         self.ntotal, self.dim = int(index.ntotal), int(index.d)
-        self.stored = StoredVectors(index)
+        self.stored = StoredVectors(index, lookup_cache)
         self.max_batch = max(1, max_batch)
         try:
             self.nlist: int | None = int(faiss.extract_index_ivf(index).nlist)
