@@ -19,7 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from service.errors import ApiError
-from vsearch.encoders.base import Encoder, EncoderUnavailable, TextNotSupported
+from service.query_batcher import EncodeBatcher
+from vsearch.encoders.base import Encoder, EncoderUnavailable, PixelEncoder, TextNotSupported
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,9 @@ def decode_image_bytes(data: bytes, max_pixels: int) -> Any:
 
 
 class QueryEmbedder:
+    """Text and image queries to vectors; model calls go through ``batcher``, which may
+    share one call among concurrent requests (``service.query_batcher``)."""
+
     def __init__(
         self,
         encoder: Callable[[], Encoder | None],
@@ -114,10 +118,12 @@ class QueryEmbedder:
         *,
         fetch: Callable[[str], bytes],
         max_pixels: int,
+        batcher: EncodeBatcher | None = None,
         on_cache: Callable[[str], None] = lambda result: None,
     ) -> None:
         self._encoder, self.cache, self.fetch = encoder, cache, fetch
         self.max_pixels, self.on_cache = max_pixels, on_cache
+        self.batcher = batcher or EncodeBatcher(max_batch=1, max_wait_ms=0)
 
     def encoder(self) -> Encoder:
         try:
@@ -151,20 +157,23 @@ class QueryEmbedder:
             if not enc.has_text:
                 raise ApiError(400, "text_not_supported", "the query encoder embeds images only")
             try:
-                return np.asarray(enc.encode_texts([text])[0], "float32")
+                return self.batcher.encode(enc, "texts", text)
             except TextNotSupported as e:
                 raise ApiError(400, "text_not_supported", str(e)) from None
 
         return self._cached("text", text, compute)
 
     def image_bytes(self, data: bytes) -> np.ndarray:
-        enc = self.encoder()
-        image = decode_image_bytes(data, self.max_pixels)
-        return np.asarray(enc.encode_images([image])[0], "float32")
+        return self._image(self.encoder(), data)
 
     def image_url(self, url: str) -> np.ndarray:
-        def compute(enc: Encoder) -> np.ndarray:
-            image = decode_image_bytes(self.fetch(url), self.max_pixels)
-            return np.asarray(enc.encode_images([image])[0], "float32")
+        return self._cached("image_url", url, lambda enc: self._image(enc, self.fetch(url)))
 
-        return self._cached("image_url", url, compute)
+    def _image(self, enc: Encoder, data: bytes) -> np.ndarray:
+        """Decode and preprocess here, on the request's thread; the model call is batched."""
+        with self.batcher.coming():
+            image = decode_image_bytes(data, self.max_pixels)
+            pixels = enc.preprocess(image) if isinstance(enc, PixelEncoder) else None
+        if pixels is not None:
+            return self.batcher.encode(enc, "pixels", pixels)
+        return self.batcher.encode(enc, "images", image)

@@ -15,6 +15,7 @@ from service.snapshot_loader import SnapshotMemory
 from vsearch.delta import DeltaEntry
 
 _LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+_SEARCH_STAGES = ("parse", "embed", "metadata", "total")
 _LOAD = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -30,6 +31,11 @@ class ServiceMetrics:
             buckets=_LATENCY,
             registry=r,
         )
+        # The search view's children, labelled once: labels() costs a lock and a lookup.
+        self.search_stages = {
+            stage: self.stage_seconds.labels("search", stage)
+            for stage in (*_SEARCH_STAGES, "base_search", "delta_search")
+        }
         self.requests = Counter(
             "vsearch_requests",
             "Requests by endpoint and status",
@@ -85,6 +91,12 @@ class ServiceMetrics:
         )
         for kind in ("rss_anon", "rss_file", "pss"):
             self.process_memory.labels(kind).set_function(_process_memory_reader(kind))
+        self.encode_batch_size = Histogram(
+            "vsearch_query_encode_batch_size",
+            "Queries embedded by one encoder call (dynamic batching)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
         self.query_cache = Counter(
             "vsearch_query_cache", "Query-embedding cache lookups", ["result"], registry=r
         )

@@ -7,10 +7,12 @@ silently stripped of what clients display.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+import orjson
+from flask import Blueprint, Response, request
 
 from service.errors import ApiError
 from service.input_vectors import input_vector
@@ -18,7 +20,7 @@ from service.inputs import SearchRequest, finite_or_none, parse_search
 from service.registry import LoadedSnapshot
 from service.state import ServiceState, get_state
 from vsearch.metadata import MetadataUnavailable
-from vsearch.search import nprobe_for_recall
+from vsearch.search import Hit, nprobe_for_recall
 
 bp = Blueprint("search", __name__)
 
@@ -37,10 +39,11 @@ def choose_nprobe(snap: LoadedSnapshot, q: SearchRequest) -> int | None:
     return default
 
 
-def base_metadata(state: ServiceState, ids: list[int]) -> dict[int, Any]:
-    """Metadata of base hits from the store; 503 while it cannot be reached."""
+def base_metadata(state: ServiceState, ids: list[int]) -> dict[int, str | bytes]:
+    """Metadata of base hits from the store, as stored JSON text; 503 while it cannot be
+    reached."""
     try:
-        return dict(state.metadata.get_many(ids))
+        return state.metadata.get_raw(ids)
     except MetadataUnavailable as e:
         state.metadata_check.failed(e)  # /readyz turns 503 now, not at its next ping
         raise ApiError(
@@ -49,9 +52,9 @@ def base_metadata(state: ServiceState, ids: list[int]) -> dict[int, Any]:
 
 
 @bp.post("/v1/search")
-def search() -> tuple[Response, int]:
+def search() -> Response:
     state = get_state()
-    observe = state.metrics.stage_seconds
+    stages = state.metrics.search_stages
     t0 = time.perf_counter()
     q = parse_search(request, max_k=state.settings.max_k, default_k=state.settings.default_k)
     t1 = time.perf_counter()
@@ -59,13 +62,12 @@ def search() -> tuple[Response, int]:
         delta = state.replica.delta
         assert delta is not None  # created before the first snapshot is swapped in
         x = input_vector(q.kind, q.value, snap, embedder=state.embedder, delta=delta, what=q.kind)
-        xq = x[None, :]
         t2 = time.perf_counter()
         nprobe = choose_nprobe(snap, q)
         timings: dict[str, float] = {}
         exclude = q.value if q.kind == "id" else None
         hits = snap.searcher.search(
-            xq,
+            x[None, :],
             q.k,
             nprobe=nprobe,
             delta=delta,
@@ -74,31 +76,52 @@ def search() -> tuple[Response, int]:
             timings=timings,
         )
         t3 = time.perf_counter()
-        meta = base_metadata(state, [h.id for h in hits if h.source == "base"])
-        meta.update(delta.metadata([h.id for h in hits if h.source == "delta"]))
+        base = base_metadata(state, [h.id for h in hits if h.source == "base"])
+        ours = delta.metadata([h.id for h in hits if h.source == "delta"])
         snapshot_id = snap.snapshot_id
     t4 = time.perf_counter()
+    body = answer(hits, base, ours, snapshot_id, nprobe, t0)
     for stage, seconds in (
         ("parse", t1 - t0),
         ("embed", t2 - t1),
         ("metadata", t4 - t3),
         ("total", t4 - t0),
+        *timings.items(),
     ):
-        observe.labels("search", stage).observe(seconds)
-    for stage, seconds in timings.items():
-        observe.labels("search", stage).observe(seconds)
-    body = {
+        stages[stage].observe(seconds)
+    return Response(body, 200, mimetype="application/json")
+
+
+def answer(
+    hits: list[Hit],
+    base: dict[int, str | bytes],
+    delta: dict[int, dict[str, Any] | None],
+    snapshot_id: str,
+    nprobe: int | None,
+    t0: float,
+) -> bytes:
+    """The JSON answer: base metadata spliced in as the store holds it (orjson.Fragment),
+    never parsed here."""
+
+    def meta(h: Hit) -> Any:
+        if h.source == "delta":
+            return delta.get(h.id)
+        text = base.get(h.id)
+        return None if text is None else orjson.Fragment(text)
+
+    body: dict[str, Any] = {
         "hits": [
-            {
-                "id": h.id,
-                "score": finite_or_none(h.score),
-                "source": h.source,
-                "metadata": meta.get(h.id),
-            }
+            {"id": h.id, "score": finite_or_none(h.score), "source": h.source, "metadata": meta(h)}
             for h in hits
         ],
         "snapshot_id": snapshot_id,
         "nprobe": nprobe,
         "took_ms": round((time.perf_counter() - t0) * 1000, 3),
     }
-    return jsonify(body), 200
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # a lone surrogate in delta metadata: orjson writes valid UTF-8 only
+        for h, row in zip(hits, body["hits"], strict=True):
+            if isinstance(row["metadata"], orjson.Fragment):
+                row["metadata"] = json.loads(base[h.id])
+        return json.dumps(body).encode()

@@ -23,6 +23,7 @@ from flask import Flask, current_app
 from service.embedding import QueryEmbedder, open_query_cache
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
+from service.query_batcher import EncodeBatcher
 from service.query_encoder import ConfiguredEncoder, SnapshotEncoder
 from service.registry import LoadedSnapshot, SnapshotRegistry, default_memory_budget
 from service.replica import Replica, default_replica_id
@@ -115,6 +116,7 @@ class ServiceState:
             self._closed = True
             self.replica.close()
             self.metadata.close()
+            self.embedder.batcher.close()
 
 
 def get_state() -> ServiceState:
@@ -201,6 +203,11 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
         open_query_cache(settings.query_cache, settings.metadata_db, settings.query_cache_ttl_s),
         fetch=fetch,
         max_pixels=int(extra.get("MAX_IMAGE_PIXELS", 40_000_000)),
+        batcher=EncodeBatcher(
+            settings.query_batch_max,
+            settings.query_batch_wait_ms,
+            on_batch=metrics.encode_batch_size.observe,
+        ),
         on_cache=lambda result: metrics.query_cache.labels(result).inc(),
     )
     return ServiceState(

@@ -108,6 +108,11 @@ class Settings:
     # else an in-process LRU), "memory", "off" or a redis:// URL.
     query_cache: str = ""
     query_cache_ttl_s: int = 3600
+    # Dynamic batching of query encoding (service/query_batcher.py): at most this many
+    # concurrent text or image queries share one encoder call (1: each runs its own), and
+    # a call waits at most this long for queries still being decoded (none queued: 0).
+    query_batch_max: int = 32
+    query_batch_wait_ms: float = 2.0
     # Seconds between polls of CURRENT; 0 disables the watcher.
     watch_interval_s: float = 5.0
     # Largest snapshot (sum of shard bytes) the service loads; 0: half the machine's memory.

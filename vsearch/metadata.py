@@ -9,6 +9,10 @@ manifest while it streams, before the marker is set.
 
 Metadata of delta upserts travels in the delta log itself, not here.
 
+Rows are kept as the JSON text the snapshot wrote (checked to be strict JSON when
+loaded): ``get_raw`` hands that text out unparsed, for the service to splice into its
+answers (``orjson.Fragment``); ``get_many`` parses it.
+
 A store that cannot be reached raises ``MetadataUnavailable`` (from ``get_many``
 and ``ping``): the service answers 503 and reports itself unready, never 500.
 The Redis client fails fast (short timeouts, one retry for a connection that a
@@ -48,11 +52,16 @@ class MetadataStore(ABC):
     url: str
 
     @abstractmethod
-    def get_many(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """Metadata of the ids that have some; missing ids are left out.
+    def get_raw(self, ids: Sequence[int]) -> dict[int, str | bytes]:
+        """The stored JSON text of the ids that have some, in one round trip; missing ids
+        are left out.
 
         Raises MetadataUnavailable when the store cannot be reached.
         """
+
+    def get_many(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """``get_raw``, parsed."""
+        return {i: json.loads(text) for i, text in self.get_raw(ids).items()}
 
     @abstractmethod
     def ping(self) -> None:
@@ -91,7 +100,7 @@ class SQLiteMetadataStore(MetadataStore):
             self._local.db = db
         return db
 
-    def get_many(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    def get_raw(self, ids: Sequence[int]) -> dict[int, str | bytes]:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
@@ -100,7 +109,7 @@ class SQLiteMetadataStore(MetadataStore):
             rows = self._conn().execute(query, [int(i) for i in ids]).fetchall()
         except sqlite3.OperationalError as e:  # locked past the timeout, disk I/O error
             raise MetadataUnavailable(f"metadata store {self.path}: {e}") from e
-        return {int(i): json.loads(data) for i, data in rows}
+        return dict(rows)
 
     def ping(self) -> None:
         try:
@@ -156,14 +165,14 @@ class RedisMetadataStore(MetadataStore):
         )
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
 
-    def get_many(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    def get_raw(self, ids: Sequence[int]) -> dict[int, str | bytes]:
         if not ids:
             return {}
         try:
             values = self.client.mget([f"{self.prefix}:{int(i)}" for i in ids])
         except self._errors as e:
             raise MetadataUnavailable(f"metadata store unreachable: {e}") from e
-        return {int(i): json.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
+        return {int(i): v for i, v in zip(ids, values, strict=True) if v is not None}
 
     def ping(self) -> None:
         try:
@@ -220,14 +229,18 @@ def _rows(store: ObjectStore, ref: ObjectRef) -> Iterator[tuple[int, str]]:
         for lineno, line in enumerate(tmp, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
+            try:  # strict: the text is served as it is, inside the service's JSON answers
+                row = json.loads(line, parse_constant=_not_json)
                 item = row["id"]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise MetadataError(f"{ref.uri}:{lineno}: not a JSON object with an 'id'") from None
             if not isinstance(item, int) or isinstance(item, bool):
                 raise MetadataError(f"{ref.uri}:{lineno}: 'id' must be an integer")
             yield item, line.decode().strip()  # already valid JSON: stored as written
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def load_snapshot_metadata(store: ObjectStore, manifest: Manifest, into: MetadataStore) -> int:
