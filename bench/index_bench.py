@@ -70,7 +70,9 @@ def load_fmnist(nq: int) -> tuple[np.ndarray, np.ndarray]:
     return images("train-images-idx3-ubyte.gz"), images("t10k-images-idx3-ubyte.gz")[:nq]
 
 
-def load_cifar(nq: int, data: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+def load_cifar(
+    nq: int, data: Path, cache: Path, train: str = "cifar10-train-00[0-4].tar"
+) -> tuple[np.ndarray, np.ndarray]:
     from vsearch.embed import embed_partition
     from vsearch.encoders import load_encoder
     from vsearch.partitions import read_partition
@@ -78,7 +80,7 @@ def load_cifar(nq: int, data: Path, cache: Path) -> tuple[np.ndarray, np.ndarray
 
     store, encoder = LocalStore(cache), load_encoder("efficientnet-lite0", image_size=96)
     out = []
-    for snapshot, pattern in [("20260101T000000Z", "cifar10-train-00[0-4].tar"),
+    for snapshot, pattern in [("20260101T000000Z", train),
                               ("20260101T000000Z-queries", "cifar10-test-000.tar")]:  # fmt: skip
         source = open_source(str(data / pattern))
         for spec in source.partitions():

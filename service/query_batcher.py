@@ -3,14 +3,17 @@
 Each request decodes and preprocesses its own image on its own thread (those run in
 parallel), then hands the model input to ``EncodeBatcher.encode``. One thread runs
 the model. While it runs a batch, new inputs queue up, and its next call takes them
-all (up to ``max_batch``, same encoder and kind). Before a call it waits at most
+all (up to the batch limit, same encoder and kind). Before a call it waits at most
 ``max_wait_ms`` for inputs that other requests are still preparing (announced with
 ``coming()``), and not at all when none are: a lone query goes straight in.
 
-On a CPU the gain is the model's threads working on one batch instead of every
-request thread running its own forward pass against the others; on a GPU a batch of
-32 costs about what a batch of 1 does. ``max_batch=1`` turns batching off: each
-request runs the model on its own thread, as before (bench/query_bench.py compares).
+On a GPU a batch of 32 costs about what a batch of 1 does. On a CPU it does not pay:
+measured (bench/results/query_images.md) batches of up to 4 or 32 gave 0.81-1.11x the
+QPS of every request running its own forward pass on its own thread (concurrent
+passes already keep the cores busy, and one model thread serialises them). So
+``max_batch=0`` (the default) batches up to ``AUTO_GPU_BATCH`` for an encoder on a
+CUDA device and not at all on a CPU; ``max_batch=1`` never batches; a larger number
+always batches up to it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import numpy as np
 from vsearch.encoders.base import Encoder
 
 log = logging.getLogger(__name__)
+
+AUTO_GPU_BATCH = 32
 
 # What a job asks of the encoder: the batch of its items -> (n, dim) float32.
 KINDS: dict[str, Callable[[Any, list[Any]], np.ndarray]] = {
@@ -58,7 +63,7 @@ class EncodeBatcher:
         max_wait_ms: float,
         on_batch: Callable[[int], None] = lambda size: None,
     ) -> None:
-        self.max_batch, self.max_wait_s = max(1, max_batch), max(0.0, max_wait_ms) / 1000
+        self.max_batch, self.max_wait_s = max(0, max_batch), max(0.0, max_wait_ms) / 1000
         self.on_batch = on_batch
         self._cond = threading.Condition()
         self._jobs: deque[_Job] = deque()
@@ -66,9 +71,12 @@ class EncodeBatcher:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    @property
-    def batching(self) -> bool:
-        return self.max_batch > 1
+    def limit(self, encoder: Encoder) -> int:
+        """The largest batch for ``encoder``: the setting, or by device when it is 0."""
+        if self.max_batch:
+            return self.max_batch
+        on_gpu = str(getattr(encoder, "device", "cpu")).startswith("cuda")
+        return AUTO_GPU_BATCH if on_gpu else 1
 
     @contextlib.contextmanager
     def coming(self) -> Iterator[None]:
@@ -84,7 +92,7 @@ class EncodeBatcher:
 
     def encode(self, encoder: Encoder, kind: str, item: Any) -> np.ndarray:
         """One item's vector, from a model call it may share with other requests."""
-        if not self.batching:
+        if self.limit(encoder) <= 1:
             self.on_batch(1)
             return np.asarray(KINDS[kind](encoder, [item])[0], "float32")
         job = _Job(encoder, kind, item)
@@ -116,9 +124,9 @@ class EncodeBatcher:
     def _gather(self) -> list[_Job]:
         """The next batch: the oldest job and those queued with the same key, up to
         ``max_batch``, after waiting up to ``max_wait_s`` for inputs still coming."""
-        key = self._jobs[0].key
+        key, limit = self._jobs[0].key, self.limit(self._jobs[0].encoder)
         deadline = time.monotonic() + self.max_wait_s
-        while self._coming > 0 and sum(j.key == key for j in self._jobs) < self.max_batch:
+        while self._coming > 0 and sum(j.key == key for j in self._jobs) < limit:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -126,7 +134,7 @@ class EncodeBatcher:
         batch: list[_Job] = []
         rest: deque[_Job] = deque()
         for job in self._jobs:
-            (batch if job.key == key and len(batch) < self.max_batch else rest).append(job)
+            (batch if job.key == key and len(batch) < limit else rest).append(job)
         self._jobs = rest
         return batch
 

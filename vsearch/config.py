@@ -109,9 +109,10 @@ class Settings:
     query_cache: str = ""
     query_cache_ttl_s: int = 3600
     # Dynamic batching of query encoding (service/query_batcher.py): at most this many
-    # concurrent text or image queries share one encoder call (1: each runs its own), and
-    # a call waits at most this long for queries still being decoded (none queued: 0).
-    query_batch_max: int = 32
+    # concurrent text or image queries share one encoder call (0: 32 for an encoder on a
+    # GPU, none on a CPU, where it measured no gain; 1: never), and a call waits at most
+    # this long for queries still being decoded (not at all when none are).
+    query_batch_max: int = 0
     query_batch_wait_ms: float = 2.0
     # Seconds between polls of CURRENT; 0 disables the watcher.
     watch_interval_s: float = 5.0

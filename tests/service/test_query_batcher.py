@@ -154,7 +154,13 @@ def test_the_service_batches_concurrent_text_queries(
 ) -> None:
     enc = GatedEncoder()
     enc.info = built_snapshot.manifest.encoder
-    app = make_app(built_snapshot.store, ENCODER=enc, QUERY_CACHE="off", QUERY_BATCH_WAIT_MS=0)
+    app = make_app(
+        built_snapshot.store,
+        ENCODER=enc,
+        QUERY_CACHE="off",
+        QUERY_BATCH_MAX=32,
+        QUERY_BATCH_WAIT_MS=0,
+    )
     client: Any = app.test_client()
 
     def query(text: str) -> Any:
@@ -173,3 +179,23 @@ def test_the_service_batches_concurrent_text_queries(
     assert [len(b) for b in enc.batches] == [1, 5]
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "vsearch_query_encode_batch_size_count 2.0" in metrics
+
+
+def test_by_default_queries_batch_on_a_gpu_encoder_and_not_on_a_cpu_one() -> None:
+    cpu, gpu = GatedEncoder(), GatedEncoder()
+    cpu.release.set()
+    gpu.device = "cuda:0"  # what a PixelEncoder on a GPU says
+    batcher = EncodeBatcher(max_batch=0, max_wait_ms=0)
+    assert batcher.limit(cpu) == 1 and batcher.limit(gpu) == 32
+    batcher.encode(cpu, "texts", "alone")
+    assert batcher._thread is None  # ran on the calling thread
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(batcher.encode, gpu, "texts", "first")
+        assert gpu.entered.wait(10)
+        rest = [pool.submit(batcher.encode, gpu, "texts", t) for t in ("a", "b", "c")]
+        while len(batcher._jobs) < 3:
+            time.sleep(0.01)
+        gpu.release.set()
+        first.result(10), [f.result(10) for f in rest]
+    assert [len(b) for b in gpu.batches] == [1, 3]
+    batcher.close()

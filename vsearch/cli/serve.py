@@ -24,7 +24,8 @@ _DEFAULTS = Settings()  # the embedded defaults, for the help text
     "--workers",
     type=click.IntRange(min=1),
     help="Worker processes (default: VSEARCH_SERVICE_WORKERS, else "
-    f"{_DEFAULTS.service_workers}; each holds its own copy of the index, see docs/service.md).",
+    f"{_DEFAULTS.service_workers}; shards are mapped and shared, each worker holds its own "
+    "encoder and sees another worker's writes after its log tailer does; docs/service.md).",
 )
 @click.option(
     "--threads",

@@ -75,11 +75,13 @@ def running_service(
     ready_timeout: float = 120,
     app: str = APP,
     cwd: Path | None = None,
+    ready_path: str = "/readyz",
 ) -> Iterator[str]:
     """The service's server running ``app`` on a free loopback port; yields its base URL.
 
     ``env`` holds VSEARCH_* settings; the bind address is chosen here and the access
-    log is off. Waits for ``/readyz``; stops the server (SIGTERM, then SIGKILL) on exit.
+    log is off. Waits for ``ready_path`` (``/healthz``: only up, no snapshot needed);
+    stops the server (SIGTERM, then SIGKILL) on exit.
     """
     port = free_port()
     full_env = {
@@ -99,7 +101,7 @@ def running_service(
             if proc.poll() is not None:
                 raise RuntimeError(f"the service exited with {proc.returncode} (log: {log_path})")
             with contextlib.suppress(OSError):
-                if http_json("GET", f"{base}/readyz", timeout=2)[0] == 200:
+                if http_json("GET", f"{base}{ready_path}", timeout=2)[0] == 200:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(
