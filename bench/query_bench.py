@@ -296,7 +296,7 @@ def vector_dataset(
                     results.setdefault((RAW, c), []).append(
                         (lat, qps, err, recall_at_10(ans, truth))
                     )
-                    for name, (url, path, payloads, hits) in http_systems.items():
+                    for system, (url, path, payloads, hits) in http_systems.items():
                         client = Http(url, c)
                         lat, qps, err, ans = run_load(
                             lambda w, r: hits(client.post(w, path, payloads[r])),
@@ -305,7 +305,7 @@ def vector_dataset(
                             len(xq),
                         )
                         client.close()
-                        results.setdefault((name, c), []).append(
+                        results.setdefault((system, c), []).append(
                             (lat, qps, err, recall_at_10(ans, truth))
                         )
         sweep = nprobe_sweep(base, raw_searcher, shard, xq, truth, manifest.index.nlist)
