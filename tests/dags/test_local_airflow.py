@@ -22,6 +22,7 @@ import sys
 import tarfile
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,10 +144,19 @@ def test_triggered_run_and_a_cli_backfill_build_and_publish(
     status, run = airflow.api("POST", f"/api/v2/dags/{DAG}/dagRuns",
                               {"logical_date": "2026-03-01T00:00:00Z", "conf": conf})  # fmt: skip
     assert status == 200, run
-    backfill = airflow.airflow_cli(
-        "backfill", "create", "--dag-id", DAG, "--from-date", "2026-02-01",
-        "--to-date", "2026-02-02", "--dag-run-conf", json.dumps(conf),
-    )  # fmt: skip
+    args = ("backfill", "create", "--dag-id", DAG, "--from-date", "2026-02-01",
+            "--to-date", "2026-02-02", "--dag-run-conf", json.dumps(conf))  # fmt: skip
+    backfill = airflow.airflow_cli(*args)
+    if backfill.returncode != 0 and "database is locked" in backfill.stderr:
+        # Seen once in several CI runs on a loaded 2-core box despite the 120 s busy timeout
+        # (cause not found; SQLite is the embedded default, Postgres in deployments). A
+        # user re-runs the command; so does the test, once, and only if nothing was made.
+        assert not any(r.startswith("backfill__") for r in airflow.runs()), airflow.runs()
+        warnings.warn(
+            f"airflow backfill create: database is locked; retried\n{backfill.stderr[-500:]}",
+            stacklevel=1,
+        )
+        backfill = airflow.airflow_cli(*args)
     assert backfill.returncode == 0, backfill.stderr[-3000:]
     wanted = {run["dag_run_id"], "backfill__2026-02-01T00:00:00+00:00",
               "backfill__2026-02-02T00:00:00+00:00"}  # fmt: skip
