@@ -329,8 +329,13 @@ def prune_shard_cache(cache: Path, keep: set[str]) -> None:
     """Delete cached shards (and their id lookups) whose sha256 is not in ``keep``,
     sparing any just written. A worker still mapping a deleted file keeps its pages."""
     for path in cache.iterdir():
-        if path.name.split(".", 1)[0] not in keep and path.stat().st_mtime < time.time() - 1:
-            path.unlink(missing_ok=True)
+        if path.name.split(".", 1)[0] in keep:
+            continue
+        try:  # another worker of this replica may be pruning the same cache
+            if path.stat().st_mtime < time.time() - 1:
+                path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            continue
 
 
 def _file_sha256(path: Path) -> tuple[str, int]:

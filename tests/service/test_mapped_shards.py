@@ -7,8 +7,14 @@ report's resident figure at 512-d).
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from service.snapshot_loader import prune_shard_cache
 from tests.service.conftest import AppFactory, BuiltSnapshot, vector_query
 from vsearch.index.structure import refine_store_bytes
 
@@ -74,3 +80,23 @@ def test_a_second_worker_maps_the_id_lookups_the_first_wrote(
     for app in (first, second):
         r = app.test_client().post("/v1/search", json={"id": item, "k": 5})
         assert r.status_code == 200 and item not in [h["id"] for h in r.json["hits"]]
+
+
+def test_pruning_the_cache_tolerates_files_another_worker_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers of one replica share the cache and prune it after each swap, concurrently."""
+    files = [tmp_path / name for name in ("aaa.index", "aaa.ids.npy", "bbb.where.npy")]
+    for path in [*files, tmp_path / "kept.index"]:
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - 10, time.time() - 10))
+    real_stat = Path.stat
+
+    def stat(self: Path, *args: Any, **kwargs: Any) -> os.stat_result:
+        if self.name == "aaa.ids.npy" and os.path.exists(self):
+            os.unlink(self)  # the other worker got there first
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    prune_shard_cache(tmp_path, keep={"kept"})
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.index"]
