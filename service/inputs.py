@@ -21,6 +21,7 @@ import orjson
 from flask import Request
 
 from service.errors import ApiError
+from vsearch import strict_json
 from vsearch.delta import MAX_ITEM_ID
 
 MAX_TEXT_CHARS = 2048
@@ -76,15 +77,11 @@ def parse_json(text: str | bytes, what: str) -> Any:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(text, parse_constant=_not_json)
+        return strict_json.loads(text)
     except RecursionError:  # the C parser recurses once per level of nesting
         raise bad(f"{what} is nested too deeply") from None
     except ValueError as e:  # also undecodable bytes and integers of over 4300 digits
         raise bad(f"{what} is not valid JSON: {e}") from None
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON value")
 
 
 def json_object(request: Request) -> dict[str, Any]:

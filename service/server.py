@@ -21,7 +21,7 @@ by every process on the host, so memory per process is about
 and once per host the shard files' scanned part in the page cache. A second worker
 process therefore costs its private part, not the index again. Its Python and encoder
 are its own, and so is its GIL: with many cores, workers x threads beats one process
-with more threads (see docs/service.md "Workers and threads"). With more workers the
+with more threads (docs/service.md "Memory per worker, and how many workers"). With more workers the
 socket is bound here and each forked worker builds its own app (snapshots load after
 the fork, with their threads). Settings: VSEARCH_SERVICE_BIND, VSEARCH_SERVICE_WORKERS,
 VSEARCH_SERVICE_THREADS, VSEARCH_SERVICE_ACCESS_LOG (see vsearch.config).

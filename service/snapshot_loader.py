@@ -11,8 +11,8 @@ CURRENT records; ``load_snapshot`` then loads what it describes:
    the memory budget (``service.shard_reader``); only files that read there, within
    the budget, are read here — the same verified bytes, so the same allocations.
    Both read memory-mapped: the codes stay in the cached file (page cache, shared by
-   the worker processes), and the budget counts what is private: what faiss copied
-   out of the files, plus the id lookups.
+   the worker processes); the budget counts what faiss copied out of the files plus
+   the mapped bytes every search reads (``SnapshotMemory``).
 3. The canary (``service.canary``): the opened snapshot must answer searches for a
    few of its own stored vectors through the searcher requests use, at its default
    nprobe.

@@ -116,7 +116,8 @@ class Settings:
     query_batch_wait_ms: float = 2.0
     # Seconds between polls of CURRENT; 0 disables the watcher.
     watch_interval_s: float = 5.0
-    # Largest snapshot (sum of shard bytes) the service loads; 0: half the machine's memory.
+    # Largest snapshot the service loads, counted as resident (private bytes plus the mapped
+    # bytes every search reads; docs/service.md); 0: half the machine's memory.
     memory_budget_mb: int = 0
     # Worker threads per shard, and how many queued queries one faiss call may take
     # (1: no micro-batching; measured no consistent gain, see docs/service.md).

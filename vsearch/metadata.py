@@ -32,6 +32,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from vsearch import strict_json
 from vsearch.manifest import Manifest, ObjectRef
 from vsearch.storage import ObjectStore
 
@@ -230,17 +231,13 @@ def _rows(store: ObjectStore, ref: ObjectRef) -> Iterator[tuple[int, str]]:
             if not line.strip():
                 continue
             try:  # strict: the text is served as it is, inside the service's JSON answers
-                row = json.loads(line, parse_constant=_not_json)
+                row = strict_json.loads(line)
                 item = row["id"]
             except (ValueError, KeyError, TypeError, RecursionError):
                 raise MetadataError(f"{ref.uri}:{lineno}: not a JSON object with an 'id'") from None
             if not isinstance(item, int) or isinstance(item, bool):
                 raise MetadataError(f"{ref.uri}:{lineno}: 'id' must be an integer")
             yield item, line.decode().strip()  # already valid JSON: stored as written
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON value")
 
 
 def load_snapshot_metadata(store: ObjectStore, manifest: Manifest, into: MetadataStore) -> int:

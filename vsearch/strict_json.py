@@ -22,6 +22,7 @@ Errors are the caller's ``FieldError`` subclass; one raised by a dataclass's
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Mapping
@@ -40,6 +41,16 @@ class FieldError(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads`` held to RFC 8259: ``NaN``, ``Infinity`` and ``-Infinity`` are a
+    ValueError, like any other text that is not JSON."""
+    return json.loads(text, parse_constant=_not_json)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def json_key(f: dataclasses.Field[Any]) -> str:
