@@ -60,6 +60,20 @@ def test_streaming_put_of_a_large_object(store: ObjectStore, tmp_path: Path) -> 
     assert not list((tmp_path / "out").glob(".*.part"))
 
 
+def test_ranged_reads(store: ObjectStore) -> None:
+    data = os.urandom(10_000)
+    store.put("r/pack.bin", data)
+    assert store.get_range("r/pack.bin", 0, 10) == data[:10]
+    assert store.get_range("r/pack.bin", 1234, 567) == data[1234:1801]
+    assert store.get_range("r/pack.bin", 9_990, 100) == data[9_990:]  # short at the end
+    assert store.get_range("r/pack.bin", 20_000, 5) == b""
+    assert store.get_range("r/pack.bin", 5, 0) == b""
+    with pytest.raises(ObjectNotFound):
+        store.get_range("r/none.bin", 0, 5)
+    with pytest.raises(ValueError):
+        store.get_range("r/pack.bin", -1, 5)
+
+
 def test_missing_object(store: ObjectStore) -> None:
     with pytest.raises(ObjectNotFound):
         store.get("nope")

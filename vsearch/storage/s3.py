@@ -148,6 +148,21 @@ class S3Store(ObjectStore):
         info = ObjectInfo(key=key, size=resp["ContentLength"], etag=resp["ETag"])
         return cast(BinaryIO, io.BufferedReader(_Body(resp["Body"]), 1 << 20)), info
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError(f"bad range: offset {offset}, length {length}")
+        if length == 0:
+            return b""
+        span = f"bytes={offset}-{offset + length - 1}"
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=span)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "InvalidRange":  # past the end
+                return b""
+            raise self._error(e, key) from e
+        with resp["Body"] as body:
+            return body.read()
+
     def head(self, key: str) -> ObjectInfo:
         try:
             resp = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
