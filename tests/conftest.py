@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.photos import PhotoSnapshot, build_photo_snapshot
 from tests.servers import apply_env, aws_test_credentials, moto_server, redis_server
 from vsearch.storage import LocalStore, ObjectStore
 from vsearch.storage.s3 import S3Store
@@ -38,3 +39,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         return LocalStore(tmp_path / "store")
     return make_s3_store(request.getfixturevalue("s3_endpoint"))
+
+
+@pytest.fixture(scope="session")
+def photo_snapshot(tmp_path_factory: pytest.TempPathFactory) -> PhotoSnapshot:
+    """256 COCO photos built into a published snapshot by the real stages (read-only)."""
+    return build_photo_snapshot(tmp_path_factory.mktemp("photos"))

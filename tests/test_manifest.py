@@ -60,7 +60,11 @@ def _broken(manifest: Manifest, edit: Any) -> dict[str, Any]:
         ),
         (lambda d: d["shards"][0].update(ntotal=True), "manifest.shards[0].ntotal", "got bool"),
         (lambda d: d.update(metric="cosine"), "manifest.metric", "expected one of"),
-        (lambda d: d.update(schema_version=2), "manifest.schema_version", "reads schema 1"),
+        (
+            lambda d: d.update(schema_version=3),
+            "manifest.schema_version",
+            r"reads schemas \(1, 2\), got 3",
+        ),
         (lambda d: d.update(snapshot_id="latest"), "manifest.snapshot_id", "YYYYMMDDTHHMMSSZ"),
         (lambda d: d.update(delta_watermark="12"), "manifest.delta_watermark", "ms-seq"),
         (
@@ -93,3 +97,15 @@ def test_snapshot_ids_sort_chronologically() -> None:
     assert snapshot_id_for(datetime(2026, 1, 2, tzinfo=UTC), "c1") == "20260102T000000Z-c1"
     with pytest.raises(ValueError, match="timezone"):
         snapshot_id_for(datetime(2026, 1, 2))
+
+
+def test_a_version_1_manifest_reads_as_one_without_thumbnails(manifest: Manifest) -> None:
+    data = manifest.to_dict()
+    assert data["schema_version"] == 2 and "thumbnails" in data
+    old = {k: v for k, v in data.items() if k != "thumbnails"} | {"schema_version": 1}
+    assert Manifest.from_dict(old).thumbnails is None
+    with pytest.raises(ManifestError, match=r"manifest\.thumbnails: missing field"):
+        Manifest.from_dict({k: v for k, v in data.items() if k != "thumbnails"})
+    packs = {"packs": [], "count": 0}
+    with pytest.raises(ManifestError, match="needs schema_version 2"):
+        Manifest.from_dict(old | {"thumbnails": packs})

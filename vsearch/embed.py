@@ -41,10 +41,11 @@ from vsearch.partitions import (
 )
 from vsearch.sources import FAILED, Item
 from vsearch.storage import ObjectStore
+from vsearch.thumbnails import THUMB_SIDE, make_thumbnail
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: partitions carry thumbnails
 _RESERVED_META = ("id", "key", "caption")
 
 
@@ -63,21 +64,28 @@ def fingerprint_items(items: Sequence[Item]) -> str:
     return sha.hexdigest()
 
 
-def _full_fingerprint(input_digest: str, encoder: Encoder, dtype: str) -> str:
+def _full_fingerprint(input_digest: str, encoder: Encoder, dtype: str, thumb_side: int) -> str:
     parts = f"v{FINGERPRINT_VERSION}|{ID_SCHEME}|{encoder.encoder_id}|{dtype}|{input_digest}"
+    if thumb_side != THUMB_SIDE:
+        parts += f"|thumbs:{thumb_side}"
     return hashlib.sha256(parts.encode()).hexdigest()
 
 
 class _Prepared:
-    """One item after decoding: pixels (or a decoded image) or the reason it failed."""
+    """One item after decoding: pixels (or a decoded image) and its thumbnail, or the
+    reason it failed."""
 
-    __slots__ = ("item", "pixels", "reason")
+    __slots__ = ("item", "pixels", "reason", "thumb")
 
-    def __init__(self, item: Item, pixels: Any = None, reason: str | None = None) -> None:
-        self.item, self.pixels, self.reason = item, pixels, reason
+    def __init__(
+        self, item: Item, pixels: Any = None, reason: str | None = None, thumb: bytes = b""
+    ) -> None:
+        self.item, self.pixels, self.reason, self.thumb = item, pixels, reason, thumb
 
 
-def _prepare(item: Item, pixel_encoder: PixelEncoder | None, max_pixels: int) -> _Prepared:
+def _prepare(
+    item: Item, pixel_encoder: PixelEncoder | None, max_pixels: int, thumb_side: int
+) -> _Prepared:
     if item.metadata.get(FAILED):
         return _Prepared(item, reason=str(item.metadata[FAILED]))
     try:
@@ -86,7 +94,9 @@ def _prepare(item: Item, pixel_encoder: PixelEncoder | None, max_pixels: int) ->
             max_pixels=max_pixels,
             min_side=pixel_encoder.min_side if pixel_encoder else None,
         )
-        return _Prepared(item, pixel_encoder.preprocess(image) if pixel_encoder else image)
+        thumb = make_thumbnail(image, thumb_side) if thumb_side else b""
+        pixels = pixel_encoder.preprocess(image) if pixel_encoder else image
+        return _Prepared(item, pixels, thumb=thumb)
     except ImageRejected as e:
         return _Prepared(item, reason=e.reason)
     except (ValueError, OSError) as e:  # preprocessing an odd image (e.g. 1-pixel wide)
@@ -99,6 +109,7 @@ def _prepared_stream(
     workers: int,
     ahead: int,
     max_pixels: int,
+    thumb_side: int,
 ) -> Iterator[_Prepared]:
     """Items decoded by ``workers`` threads, in input order, at most ``ahead`` in flight.
 
@@ -106,12 +117,12 @@ def _prepared_stream(
     """
     if workers == 0:
         for item in items:
-            yield _prepare(item, pixel_encoder, max_pixels)
+            yield _prepare(item, pixel_encoder, max_pixels, thumb_side)
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
         pending: deque[Future[_Prepared]] = deque()
         for item in items:
-            pending.append(pool.submit(_prepare, item, pixel_encoder, max_pixels))
+            pending.append(pool.submit(_prepare, item, pixel_encoder, max_pixels, thumb_side))
             if len(pending) >= ahead:
                 yield pending.popleft().result()
         while pending:
@@ -158,19 +169,21 @@ def embed_partition(
     dtype: str = "float32",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Callable[[int], object] | None = None,
+    thumb_side: int = THUMB_SIDE,
 ) -> PartitionRecord:
     """Embed ``items`` into partition ``index`` of ``snapshot_id``; see the module docstring.
 
     ``input_fingerprint`` identifies the items (a source's ``fingerprint(spec)``);
     without it, a list of items is fingerprinted by content up front, and an
     iterator while it is consumed (a rerun then embeds again but writes nothing).
+    ``thumb_side``: the thumbnails' longest side in px; 0 makes none.
     """
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype {dtype!r}: use float32 or float16")
     if input_fingerprint is None and isinstance(items, Sequence):
         input_fingerprint = fingerprint_items(items)
     if input_fingerprint is not None:
-        done = _committed(store, snapshot_id, index, input_fingerprint, encoder, dtype)
+        done = _committed(store, snapshot_id, index, input_fingerprint, encoder, dtype, thumb_side)
         if done is not None:
             return done
     started = time.monotonic()
@@ -181,6 +194,7 @@ def embed_partition(
     ids: list[int] = []
     meta: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
+    thumbs: dict[int, bytes] = {}
     batch: list[Any] = []
     batch_rows: list[dict[str, Any]] = []
 
@@ -202,7 +216,7 @@ def embed_partition(
     encode = _BatchEncoder(encoder)
     ahead = batch_size * 4
     source = consumed(items) if input_fingerprint is None else items
-    stream = _prepared_stream(source, encode.pixel_encoder, workers, ahead, max_pixels)
+    stream = _prepared_stream(source, encode.pixel_encoder, workers, ahead, max_pixels, thumb_side)
     for prepared in stream:
         item = prepared.item
         reason = prepared.reason
@@ -221,6 +235,8 @@ def embed_partition(
         row = {k: v for k, v in extra.items() if k not in _RESERVED_META}
         batch_rows.append({**row, "id": id_, "key": item.key, "caption": item.caption})
         ids.append(id_)
+        if prepared.thumb:
+            thumbs[id_] = prepared.thumb
         batch.append(prepared.pixels)
         if len(batch) >= batch_size:
             flush()
@@ -228,10 +244,10 @@ def embed_partition(
 
     if input_fingerprint is None:
         input_fingerprint = digest.hexdigest()
-        done = _committed(store, snapshot_id, index, input_fingerprint, encoder, dtype)
+        done = _committed(store, snapshot_id, index, input_fingerprint, encoder, dtype, thumb_side)
         if done is not None:
             return done
-    fingerprint = _full_fingerprint(input_fingerprint, encoder, dtype)
+    fingerprint = _full_fingerprint(input_fingerprint, encoder, dtype, thumb_side)
     xb = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), dtype)
     elapsed = time.monotonic() - started
     reasons = Counter(f["reason"] for f in failures)
@@ -245,6 +261,8 @@ def embed_partition(
         "decode_workers": workers,
         "device": getattr(encoder, "device", "cpu"),
         "id_scheme": ID_SCHEME,
+        "thumbnails": len(thumbs),
+        "thumbnail_bytes": sum(map(len, thumbs.values())),
     }
     record = write_partition(
         store,
@@ -257,6 +275,7 @@ def embed_partition(
         input_fingerprint=fingerprint,
         encoder_id=encoder.encoder_id,
         stats=stats,
+        thumbs=thumbs,
     )
     remember_input(store, record)
     log.info(
@@ -273,8 +292,9 @@ def _committed(
     input_digest: str,
     encoder: Encoder,
     dtype: str,
+    thumb_side: int,
 ) -> PartitionRecord | None:
-    fingerprint = _full_fingerprint(input_digest, encoder, dtype)
+    fingerprint = _full_fingerprint(input_digest, encoder, dtype, thumb_side)
     record = read_record(store, snapshot_id, index)
     if record is not None and record.input_fingerprint == fingerprint:
         log.info("partition %d of %s is already done; nothing to do", index, snapshot_id)

@@ -21,7 +21,9 @@ from typing import Any, Literal
 
 from vsearch.strict_json import FieldError, StrictDecoder, encode
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# 2 added ``thumbnails``; a version-1 manifest reads as one without thumbnails.
+READABLE_VERSIONS = (1, 2)
 SNAPSHOT_ID_RE = re.compile(r"^\d{8}T\d{6}Z(?:-[A-Za-z0-9]+)*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _WATERMARK_RE = re.compile(r"^\d+-\d+$")
@@ -124,6 +126,23 @@ class MetadataInfo:
 
 
 @dataclass(frozen=True)
+class ThumbnailPack:
+    """A partition's thumbnails: the pack and its table (``vsearch.thumbnails``)."""
+
+    pack: ObjectRef
+    table: ObjectRef
+
+
+@dataclass(frozen=True)
+class ThumbnailInfo:
+    packs: tuple[ThumbnailPack, ...]
+    count: int
+
+    def __post_init__(self) -> None:
+        _check(self.count >= 0, "count", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class RecallInfo:
     image_to_image_at_10: float | None = field(metadata={"json": "image_to_image@10"})
     text_to_image_at_10: float | None = field(metadata={"json": "text_to_image@10"})
@@ -151,6 +170,8 @@ class Manifest:
     index: IndexInfo
     shards: tuple[ShardInfo, ...]
     metadata: MetadataInfo
+    # Null in a version-1 manifest and for a snapshot whose partitions have none.
+    thumbnails: ThumbnailInfo | None
     recall: RecallInfo
     # The delta-log position ("ms-seq") folded into this snapshot; LOG_ORIGIN ("0-0"),
     # see vsearch.watermarks, for none.
@@ -159,9 +180,14 @@ class Manifest:
 
     def __post_init__(self) -> None:
         _check(
-            self.schema_version == SCHEMA_VERSION,
+            self.schema_version in READABLE_VERSIONS,
             "schema_version",
-            f"this vsearch reads schema {SCHEMA_VERSION}, got {self.schema_version}",
+            f"this vsearch reads schemas {READABLE_VERSIONS}, got {self.schema_version}",
+        )
+        _check(
+            self.schema_version >= 2 or self.thumbnails is None,
+            "thumbnails",
+            "needs schema_version 2",
         )
         for name in ("snapshot_id", "previous_snapshot_id"):
             value = getattr(self, name)
@@ -190,7 +216,19 @@ class Manifest:
         refs += [(f"metadata.files[{i}]", r) for i, r in enumerate(self.metadata.files)]
         if self.index.trained is not None:
             refs.append(("index.trained", self.index.trained))
+        for i, p in enumerate(self.thumbnails.packs if self.thumbnails else ()):
+            refs += [
+                (f"thumbnails.packs[{i}].pack", p.pack),
+                (f"thumbnails.packs[{i}].table", p.table),
+            ]
         return refs
+
+    @staticmethod
+    def checksummed(where: str) -> bool:
+        """Whether publishing streams the object named at ``where`` to check its sha256.
+        Thumbnail packs are checked by size only: they outweigh the rest of a snapshot,
+        and each thumbnail is checked against its table's crc32 when it is read."""
+        return not where.endswith(".pack")
 
     def to_dict(self) -> dict[str, Any]:
         return typing.cast(dict[str, Any], encode(self))
@@ -201,6 +239,8 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:
+        if isinstance(data, dict) and data.get("schema_version") == 1 and "thumbnails" not in data:
+            data = {**data, "thumbnails": None}
         return _DECODER.decode(cls, data, "manifest")
 
     @classmethod

@@ -1,13 +1,18 @@
 """Embedding partitions: what the embedding stage writes and the index stage reads.
 
-One partition ``i`` of snapshot ``s`` is five objects under ``embeddings/{s}/``:
+One partition ``i`` of snapshot ``s`` is seven objects under ``embeddings/{s}/``:
 
 - ``part-{i:05d}.npy``            vectors, float32 (or float16), shape (n, d), C order
 - ``part-{i:05d}.ids.npy``        int64 ids, shape (n,), same row order
 - ``part-{i:05d}.meta.jsonl``     one JSON object per row, same order, with ``id`` and ``key``
 - ``part-{i:05d}.failures.jsonl`` items that could not be embedded: ``{key, reason}`` per line
+- ``part-{i:05d}.thumbs``         the items' thumbnails, packed (``vsearch.thumbnails``)
+- ``part-{i:05d}.thumbs.npy``     the pack's table: ``[id, offset, length, crc32]`` by id
 - ``part-{i:05d}.json``           the commit record, written last: counts, sha256 of the
-                                  four objects above, and the fingerprint of the input
+                                  six objects above, and the fingerprint of the input
+
+Partitions committed before thumbnails existed have no pack: their records name
+none, and their items have no thumbnail.
 
 A partition exists only once its commit record does: a crashed writer leaves
 objects without a record, which the next run overwrites. A rerun whose input
@@ -16,13 +21,16 @@ fingerprint matches the record does nothing (``is_committed``).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from vsearch import thumbnails
 from vsearch.canonical_json import json_bytes, json_line
 from vsearch.storage import ObjectNotFound, ObjectStore
 
@@ -35,6 +43,8 @@ class PartitionKeys:
     ids: str
     meta: str
     failures: str
+    thumbs: str
+    thumbs_table: str
     record: str
 
 
@@ -45,6 +55,8 @@ def partition_keys(snapshot_id: str, index: int) -> PartitionKeys:
         ids=f"{base}.ids.npy",
         meta=f"{base}.meta.jsonl",
         failures=f"{base}.failures.jsonl",
+        thumbs=f"{base}.thumbs",
+        thumbs_table=f"{base}.thumbs.npy",
         record=f"{base}.json",
     )
 
@@ -92,21 +104,32 @@ def write_partition(
     input_fingerprint: str,
     encoder_id: str,
     stats: dict[str, Any] | None = None,
+    thumbs: Mapping[int, bytes] | None = None,
 ) -> PartitionRecord:
-    """Write the four data objects, then the commit record. Each write is atomic."""
+    """Write the six data objects, then the commit record. Each write is atomic.
+
+    ``thumbs``: ``{id: thumbnail bytes}`` of (some of) the rows; items without one
+    are left out of the pack.
+    """
     if xb.ndim != 2 or len(xb) != len(ids) or len(ids) != len(meta):
         raise ValueError(f"shape mismatch: vectors {xb.shape}, ids {ids.shape}, meta {len(meta)}")
     if xb.dtype not in (np.float32, np.float16) or ids.dtype != np.int64:
         raise ValueError(
             f"vectors must be float32/float16 and ids int64, got {xb.dtype}/{ids.dtype}"
         )
+    thumbs = thumbs or {}
+    if not set(thumbs) <= set(ids.tolist()):
+        raise ValueError("thumbnails given for ids that are not rows of the partition")
     keys = partition_keys(snapshot_id, index)
+    pack_bytes, table = thumbnails.pack(thumbs)
     sha = {}
     for key, data in [
         (keys.vectors, _npy_bytes(xb)),
         (keys.ids, _npy_bytes(ids)),
         (keys.meta, _jsonl(meta)),
         (keys.failures, _jsonl(failures)),
+        (keys.thumbs, pack_bytes),
+        (keys.thumbs_table, thumbnails.table_bytes(table)),
     ]:
         info = store.put(key, data)
         assert info.sha256 is not None
@@ -153,6 +176,23 @@ def read_partition(
     return xb, ids, meta
 
 
+def read_thumbnails(store: ObjectStore, record: PartitionRecord) -> dict[int, bytes]:
+    """``{id: thumbnail bytes}`` of a committed partition, checked against its record
+    (empty for a partition committed before thumbnails existed)."""
+    keys = partition_keys(record.snapshot_id, record.index)
+    if keys.thumbs_table not in record.sha256:
+        return {}
+    data = {}
+    for key in (keys.thumbs, keys.thumbs_table):
+        data[key] = store.get(key)
+        if hashlib.sha256(data[key]).hexdigest() != record.sha256[key]:
+            raise ValueError(f"{key} changed since it was committed")
+    table = thumbnails.check_table(
+        thumbnails.read_table(data[keys.thumbs_table]), len(data[keys.thumbs]), keys.thumbs_table
+    )
+    return thumbnails.unpack(data[keys.thumbs], table)
+
+
 def list_partitions(store: ObjectStore, snapshot_id: str) -> list[int]:
     """Indexes of the committed partitions of a snapshot, ascending."""
     prefix = f"{PREFIX}{snapshot_id}/part-"
@@ -193,8 +233,10 @@ def copy_embedded(
         return None
     old, new = partition_keys(source.snapshot_id, source.index), partition_keys(snapshot_id, index)
     sha = {}
-    for field in ("vectors", "ids", "meta", "failures"):
+    for field in ("vectors", "ids", "meta", "failures", "thumbs", "thumbs_table"):
         src, dst = getattr(old, field), getattr(new, field)
+        if src not in source.sha256:  # committed before thumbnails existed
+            continue
         info = store.put(dst, store.get(src))
         if info.sha256 != source.sha256.get(src):
             raise ValueError(f"{src} changed since it was committed (sha256 {info.sha256})")

@@ -81,7 +81,7 @@ def verify_objects(store: ObjectStore, manifest: Manifest, *, checksums: bool = 
     problems = []
     for where, ref in manifest.objects():
         try:
-            if checksums:
+            if checksums and manifest.checksummed(where):
                 sha, size = store.sha256(ref.uri)
             else:
                 sha, size = ref.sha256, store.head(ref.uri).size

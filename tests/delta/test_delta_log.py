@@ -55,6 +55,42 @@ def test_entries_come_back_in_order_with_increasing_ms_seq_ids(delta_log: DeltaL
     assert delta_log.read(after=written[-1].id) == []
 
 
+def test_an_upsert_carries_its_thumbnail(delta_log: DeltaLog) -> None:
+    thumb = b"RIFF\x00\x00\x00\x00WEBP" + bytes(range(256)) * 4
+    written = delta_log.append(
+        [DeltaWrite("upsert", 1, np.ones(4, "float32"), {}, thumbnail=thumb), upsert(2)]
+    )
+    assert written[0].thumbnail == thumb and written[1].thumbnail is None
+    back = delta_log.read()
+    assert [e.thumbnail for e in back] == [thumb, None]
+    assert delta_log.tail("0-0", 0.1)[0].thumbnail == thumb
+    assert delta_log.thumbnail(written[0].id) == thumb  # one entry, by id
+    assert delta_log.thumbnail(written[1].id) is None
+    assert delta_log.thumbnail("1-0") is None  # no such entry
+
+
+def test_a_sqlite_log_from_before_thumbnails_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the schema before thumbnails existed
+        db.execute(
+            "CREATE TABLE entries (ms INTEGER NOT NULL, seq INTEGER NOT NULL, op TEXT NOT NULL,"
+            " item INTEGER NOT NULL, vector BLOB, metadata TEXT, PRIMARY KEY (ms, seq))"
+            " WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO entries VALUES (5, 0, 'delete', 9, NULL, NULL)")
+    log = open_delta_log(f"sqlite://{path}")
+    try:
+        assert [(e.id, e.op, e.item, e.thumbnail) for e in log.read()] == [
+            ("5-0", "delete", 9, None)
+        ]
+        log.append([DeltaWrite("upsert", 1, np.ones(4, "float32"), {}, thumbnail=b"t")])
+        assert log.read()[-1].thumbnail == b"t"
+    finally:
+        log.close()
+
+
 def test_a_reachable_log_answers_pings(delta_log: DeltaLog) -> None:
     delta_log.ping()  # what /readyz asks (cached), on both backends
 

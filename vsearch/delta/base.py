@@ -23,6 +23,10 @@ class DeltaLog(ABC):
         """Entries with ``after < id <= upto`` (``upto=None``: to the end), in log order."""
 
     @abstractmethod
+    def thumbnail(self, entry_id: str) -> bytes | None:
+        """The thumbnail entry ``entry_id`` carries; None when it has none or is gone."""
+
+    @abstractmethod
     def tail(self, after: str, timeout_s: float) -> list[DeltaEntry]:
         """Entries after ``after``; waits up to ``timeout_s`` for one when there are none."""
 

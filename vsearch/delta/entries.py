@@ -20,12 +20,14 @@ MAX_ITEM_ID = (1 << 63) - 1
 
 @dataclass(frozen=True)
 class DeltaWrite:
-    """One write to append: an upsert carries a vector (float32) and metadata."""
+    """One write to append: an upsert carries a vector (float32), metadata and, when it
+    was made from an image, the image's thumbnail (``vsearch.thumbnails``)."""
 
     op: Op
     item: int
     vector: np.ndarray | None = None
     metadata: dict[str, Any] | None = None
+    thumbnail: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.op not in ("upsert", "delete"):
@@ -45,6 +47,7 @@ class DeltaEntry:
     item: int
     vector: np.ndarray | None
     metadata: dict[str, Any] | None
+    thumbnail: bytes | None = None
 
     @property
     def key(self) -> tuple[int, int]:
@@ -58,8 +61,19 @@ def encode_write(w: DeltaWrite) -> tuple[bytes | None, str | None]:
 
 
 def decode_entry(
-    eid: str, op: str, item: int, vec: bytes | None, meta: str | bytes | None
+    eid: str,
+    op: str,
+    item: int,
+    vec: bytes | None,
+    meta: str | bytes | None,
+    thumb: bytes | None = None,
 ) -> DeltaEntry:
     vector = None if not vec else np.frombuffer(vec, dtype="<f4").copy()
     metadata = None if not meta else json.loads(meta)
-    return DeltaEntry(eid, "delete" if op == "delete" else "upsert", item, vector, metadata)
+    kind: Op = "delete" if op == "delete" else "upsert"
+    return DeltaEntry(eid, kind, item, vector, metadata, bytes(thumb) if thumb else None)
+
+
+def recorded(eid: str, w: DeltaWrite) -> DeltaEntry:
+    """``w`` as the entry ``eid`` the log recorded it as."""
+    return DeltaEntry(eid, w.op, w.item, w.vector, w.metadata, w.thumbnail)

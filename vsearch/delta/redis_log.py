@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vsearch.delta.base import DeltaLog
-from vsearch.delta.entries import DeltaEntry, DeltaWrite, decode_entry, encode_write
+from vsearch.delta.entries import DeltaEntry, DeltaWrite, decode_entry, encode_write, recorded
 from vsearch.watermarks import LOG_ORIGIN, parse_entry_id
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,11 @@ class RedisDeltaLog(DeltaLog):
                 fields["vec"] = vec
             if meta is not None:
                 fields["meta"] = meta
+            if w.thumbnail:
+                fields["thumb"] = w.thumbnail
             pipe.xadd(self.key, fields)  # type: ignore[arg-type]
         ids = pipe.execute()
-        return [
-            DeltaEntry(_text(eid), w.op, w.item, w.vector, w.metadata)
-            for eid, w in zip(ids, writes, strict=True)
-        ]
+        return [recorded(_text(eid), w) for eid, w in zip(ids, writes, strict=True)]
 
     def _entries(self, raw: Any) -> list[DeltaEntry]:
         out = []
@@ -85,6 +84,7 @@ class RedisDeltaLog(DeltaLog):
                     int(fields[b"item"]),
                     fields.get(b"vec"),
                     fields.get(b"meta"),
+                    fields.get(b"thumb"),
                 )
             )
         return out
@@ -100,6 +100,12 @@ class RedisDeltaLog(DeltaLog):
             if len(page) < _PAGE:
                 return out
             start = f"({page[-1].id}"
+
+    def thumbnail(self, entry_id: str) -> bytes | None:
+        parse_entry_id(entry_id)
+        found: Any = self.client.xrange(self.key, entry_id, entry_id, count=1)
+        thumb = found[0][1].get(b"thumb") if found else None
+        return bytes(thumb) if thumb else None
 
     def tail(self, after: str, timeout_s: float) -> list[DeltaEntry]:
         block = max(1, int(timeout_s * 1000))

@@ -14,6 +14,7 @@ from vsearch.delta.entries import (
     DeltaWrite,
     decode_entry,
     encode_write,
+    recorded,
 )
 from vsearch.watermarks import LOG_ORIGIN, format_entry_id, parse_entry_id
 
@@ -31,7 +32,7 @@ class SQLiteDeltaLog(DeltaLog):
                 """
                 CREATE TABLE IF NOT EXISTS entries (
                     ms INTEGER NOT NULL, seq INTEGER NOT NULL, op TEXT NOT NULL,
-                    item INTEGER NOT NULL, vector BLOB, metadata TEXT,
+                    item INTEGER NOT NULL, vector BLOB, metadata TEXT, thumb BLOB,
                     PRIMARY KEY (ms, seq)) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS last (one INTEGER PRIMARY KEY CHECK (one = 1),
                     ms INTEGER NOT NULL, seq INTEGER NOT NULL);
@@ -39,6 +40,9 @@ class SQLiteDeltaLog(DeltaLog):
                     ms INTEGER NOT NULL, seq INTEGER NOT NULL, expires REAL NOT NULL);
                 """
             )
+            columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+            if "thumb" not in columns:  # a log written before thumbnails existed
+                db.execute("ALTER TABLE entries ADD COLUMN thumb BLOB")
 
     def _conn(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -65,14 +69,11 @@ class SQLiteDeltaLog(DeltaLog):
                     last_seq += 1
                 vec, meta = encode_write(w)
                 db.execute(
-                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-                    (last_ms, last_seq, w.op, w.item, vec, meta),
+                    "INSERT INTO entries (ms, seq, op, item, vector, metadata, thumb)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (last_ms, last_seq, w.op, w.item, vec, meta, w.thumbnail),
                 )
-                entries.append(
-                    DeltaEntry(
-                        format_entry_id(last_ms, last_seq), w.op, w.item, w.vector, w.metadata
-                    )
-                )
+                entries.append(recorded(format_entry_id(last_ms, last_seq), w))
             db.execute("INSERT OR REPLACE INTO last VALUES (1, ?, ?)", (last_ms, last_seq))
             db.execute("COMMIT")
         except BaseException:
@@ -84,14 +85,23 @@ class SQLiteDeltaLog(DeltaLog):
         a_ms, a_seq = parse_entry_id(after)
         u_ms, u_seq = parse_entry_id(upto) if upto is not None else (1 << 62, 0)
         rows = self._conn().execute(
-            "SELECT ms, seq, op, item, vector, metadata FROM entries"
+            "SELECT ms, seq, op, item, vector, metadata, thumb FROM entries"
             " WHERE (ms, seq) > (?, ?) AND (ms, seq) <= (?, ?) ORDER BY ms, seq",
             (a_ms, a_seq, u_ms, u_seq),
         )
         return [
-            decode_entry(format_entry_id(ms, seq), op, item, v, m)
-            for ms, seq, op, item, v, m in rows
+            decode_entry(format_entry_id(ms, seq), op, item, v, m, t)
+            for ms, seq, op, item, v, m, t in rows
         ]
+
+    def thumbnail(self, entry_id: str) -> bytes | None:
+        ms, seq = parse_entry_id(entry_id)
+        row = (
+            self._conn()
+            .execute("SELECT thumb FROM entries WHERE ms = ? AND seq = ?", (ms, seq))
+            .fetchone()
+        )
+        return bytes(row[0]) if row and row[0] else None
 
     def tail(self, after: str, timeout_s: float) -> list[DeltaEntry]:
         deadline = time.monotonic() + timeout_s

@@ -8,6 +8,7 @@ rule requires. ``created_at`` defaults to the time the snapshot id names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from vsearch.index.layout import report_key
@@ -24,9 +25,11 @@ from vsearch.manifest import (
     ObjectRef,
     RecallInfo,
     ShardInfo,
+    ThumbnailInfo,
+    ThumbnailPack,
     check_snapshot_id,
 )
-from vsearch.partitions import partition_keys
+from vsearch.partitions import PartitionRecord, partition_keys
 from vsearch.snapshots import PublishResult, list_snapshots, publish_snapshot
 from vsearch.storage import ObjectStore
 from vsearch.watermarks import LOG_ORIGIN
@@ -108,6 +111,7 @@ def build_manifest(
         index=index,
         shards=shards,
         metadata=MetadataInfo(tuple(files), inv.n),
+        thumbnails=thumbnail_info(store, inv.records),
         recall=RecallInfo(
             image_to_image_at_10=report.recall.image_to_image.recall_at_10,
             text_to_image_at_10=None if text is None else text.recall_at_10,
@@ -118,6 +122,33 @@ def build_manifest(
         delta_watermark=delta_watermark,
         lineage=lineage,
     )
+
+
+def thumbnail_info(store: ObjectStore, records: Sequence[PartitionRecord]) -> ThumbnailInfo | None:
+    """The partitions' thumbnail packs and tables; None when no partition has any."""
+    from vsearch import thumbnails
+
+    packs, count = [], 0
+    for record in records:
+        keys = partition_keys(record.snapshot_id, record.index)
+        if keys.thumbs_table not in record.sha256:  # committed before thumbnails existed
+            continue
+        table_data = store.get(keys.thumbs_table)
+        pack_size = store.head(keys.thumbs).size
+        table = thumbnails.read_table(table_data)
+        thumbnails.check_table(table, pack_size, keys.thumbs_table)
+        if not len(table):
+            continue
+        count += len(table)
+        packs.append(
+            ThumbnailPack(
+                pack=ObjectRef(keys.thumbs, record.sha256[keys.thumbs], pack_size),
+                table=ObjectRef(
+                    keys.thumbs_table, record.sha256[keys.thumbs_table], len(table_data)
+                ),
+            )
+        )
+    return ThumbnailInfo(tuple(packs), count) if packs else None
 
 
 def publish_built_snapshot(

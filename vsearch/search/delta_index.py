@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vsearch.delta import DeltaEntry
-from vsearch.watermarks import Watermark, parse_entry_id
+from vsearch.watermarks import Watermark, format_entry_id, parse_entry_id
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class DeltaIndex:
         self._latest: dict[int, Watermark] = {}  # item -> id of its newest entry
         self._slot: dict[int, int] = {}  # item -> row in the arrays (upserts only)
         self._meta: dict[int, dict[str, Any] | None] = {}
+        self._thumbed: set[int] = set()  # upserts whose newest entry carries a thumbnail
         self._free: list[int] = []
         self._x = np.zeros((16, dim), "float32")
         self._ids = np.full(16, -1, "int64")
@@ -61,6 +62,10 @@ class DeltaIndex:
                     self._ids[slot] = e.item
                     self._ms[slot], self._seq[slot] = key
                     self._meta[e.item] = e.metadata
+                    if e.thumbnail:
+                        self._thumbed.add(e.item)
+                    else:
+                        self._thumbed.discard(e.item)
                 else:
                     self._release(e.item)
                 self._latest[e.item] = key
@@ -85,6 +90,7 @@ class DeltaIndex:
             self._ids[slot] = -1
             self._free.append(slot)
         self._meta.pop(item, None)
+        self._thumbed.discard(item)
 
     def compact(self, watermark: str) -> int:
         """Forget entries at or below ``watermark`` (folded into the served snapshot)."""
@@ -142,6 +148,19 @@ class DeltaIndex:
                 return "absent"
             slot = self._slot.get(item)
             return "deleted" if slot is None else self._x[slot].copy()
+
+    def thumbnail_entry(
+        self, item: int, watermark: Watermark
+    ) -> Literal["absent", "deleted", "none"] | str:
+        """Where the item's delta thumbnail is: the id of its newest entry (which carries
+        one), "none" for an upsert without one, or deleted/absent as in ``lookup``."""
+        with self._lock:
+            key = self._latest.get(item)
+            if key is None or key <= watermark:
+                return "absent"
+            if item not in self._slot:
+                return "deleted"
+            return format_entry_id(*key) if item in self._thumbed else "none"
 
     def metadata(self, items: Sequence[int]) -> dict[int, dict[str, Any] | None]:
         with self._lock:

@@ -134,7 +134,7 @@ def _fold_partition(
     """Partition ``index`` of the base without the items the delta changed, as ``out``."""
     import numpy as np
 
-    from vsearch.partitions import read_partition, read_record, write_partition
+    from vsearch.partitions import read_partition, read_record, read_thumbnails, write_partition
     from vsearch.sources.base import digest
 
     fingerprint = digest("fold", base_id, index, watermark)
@@ -145,11 +145,13 @@ def _fold_partition(
     assert base_record is not None  # listed as committed
     xb, ids, meta = read_partition(store, base_id, index)
     keep = np.array([int(i) not in changed for i in ids], dtype=bool)
+    thumbs = read_thumbnails(store, base_record)
     write_partition(
         store, snapshot_id, out, np.ascontiguousarray(xb[keep]), ids[keep],
         [m for m, k in zip(meta, keep, strict=True) if k], [],
         input_fingerprint=fingerprint, encoder_id=base_record.encoder_id,
         stats={"folded_from": f"{base_id}/{index}", "dropped": int((~keep).sum())},
+        thumbs={i: t for i, t in thumbs.items() if i not in changed},
     )  # fmt: skip
     return int(keep.sum())
 
@@ -189,6 +191,7 @@ def _write_upserts(
         store, snapshot_id, out, xb, ids, meta, [],
         input_fingerprint=fingerprint, encoder_id=first.encoder_id,
         stats={"delta_entries": len(upserts), "watermark": watermark},
+        thumbs={e.item: e.thumbnail for e in upserts if e.thumbnail},
     )  # fmt: skip
 
 
