@@ -56,8 +56,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from service.errors import register_error_handlers
     from service.items_api import bp as items_bp
     from service.ops_api import bp as ops_bp
+    from service.page import bp as page_bp
     from service.search_api import bp as search_bp
     from service.state import build_state
+    from service.thumbnails_api import bp as thumbnails_bp
     from vsearch.config import Settings
 
     config = dict(config or {})
@@ -87,6 +89,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(search_bp)
     app.register_blueprint(items_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(thumbnails_bp)
+    app.register_blueprint(page_bp)
 
     @app.after_request
     def count_request(response: Response) -> Response:

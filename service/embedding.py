@@ -21,6 +21,7 @@ import numpy as np
 from service.errors import ApiError
 from service.query_batcher import EncodeBatcher
 from vsearch.encoders.base import Encoder, EncoderUnavailable, PixelEncoder, TextNotSupported
+from vsearch.thumbnails import make_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +170,20 @@ class QueryEmbedder:
     def image_url(self, url: str) -> np.ndarray:
         return self._cached("image_url", url, lambda enc: self._image(enc, self.fetch(url)))
 
-    def _image(self, enc: Encoder, data: bytes) -> np.ndarray:
-        """Decode and preprocess here, on the request's thread; the model call is batched."""
+    def item_image(self, kind: str, value: Any) -> tuple[np.ndarray, bytes]:
+        """The vector and the thumbnail of an upserted item's image (bytes or a URL,
+        fetched now: an upsert is not served from the query cache)."""
+        data = value if kind == "image" else self.fetch(value)
+        thumb: list[bytes] = []
+        return self._image(self.encoder(), data, thumb), thumb[0]
+
+    def _image(self, enc: Encoder, data: bytes, thumb: list[bytes] | None = None) -> np.ndarray:
+        """Decode and preprocess here, on the request's thread; the model call is batched.
+        With ``thumb``, the image's thumbnail is appended to it."""
         with self.batcher.coming():
             image = decode_image_bytes(data, self.max_pixels)
+            if thumb is not None:
+                thumb.append(make_thumbnail(image))
             pixels = enc.preprocess(image) if isinstance(enc, PixelEncoder) else None
         if pixels is not None:
             return self.batcher.encode(enc, "pixels", pixels)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hmac
 import time
 
+import numpy as np
 from flask import Blueprint, Request, Response, jsonify, request
 
 from service.errors import ApiError
-from service.input_vectors import input_vector
+from service.input_vectors import input_vector, prepare_vector
 from service.inputs import json_object, parse_ids, parse_items
 from service.registry import NotReady
 from service.state import ServiceState, get_state
@@ -83,15 +84,15 @@ def upsert() -> tuple[Response, int]:
     with state.registry.lease() as snap:
         writes = []
         for item in items:  # vectors, images or image URLs: never an id
-            x = input_vector(
-                item.kind,
-                item.value,
-                snap,
-                embedder=state.embedder,
-                delta=None,
-                what=f"item {item.id}",
-            )
-            writes.append(DeltaWrite("upsert", item.id, x, item.metadata))
+            what, thumb = f"item {item.id}", None
+            if item.kind in ("image", "image_url"):  # an image also gives a thumbnail
+                raw, thumb = state.embedder.item_image(item.kind, item.value)
+                x = prepare_vector(np.asarray(raw, "float32"), snap, what)
+            else:
+                x = input_vector(
+                    item.kind, item.value, snap, embedder=state.embedder, delta=None, what=what
+                )
+            writes.append(DeltaWrite("upsert", item.id, x, item.metadata, thumbnail=thumb))
     return _answer(state, _append(state, writes), started, "upsert")
 
 

@@ -229,6 +229,57 @@ def openapi_document(*, max_k: int, max_items: int, dim: int | None = None) -> d
                     },
                 }
             },
+            "/v1/items/{id}/thumbnail": {
+                "get": {
+                    "summary": "The item's thumbnail (base or delta, as search sees it); "
+                    "ETag and Cache-Control, 304 on If-None-Match",
+                    "parameters": [
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                            "description": "the item id, an integer in [0, 2**63)",
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the thumbnail (WebP, longest side 160 px)",
+                            "content": {
+                                "image/webp": {"schema": {"type": "string", "format": "binary"}},
+                                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                            },
+                        },
+                        "304": {"description": "not modified (If-None-Match)"},
+                        "400": _error("not an item id"),
+                        "404": _error("unknown or deleted item, or one without a thumbnail"),
+                        "503": _error("not ready, or the store or delta log is unreachable"),
+                    },
+                }
+            },
+            "/v1/info": {
+                "get": {
+                    "summary": "What the search page shows: the live snapshot (id, vectors, "
+                    "recall@10, thumbnails), live upserts, the encoder (images? text?), limits",
+                    "responses": {
+                        "200": {
+                            "description": "the service's state",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "The search page (HTML)",
+                    "responses": {
+                        "200": {
+                            "description": "the page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Liveness",

@@ -50,6 +50,7 @@ from service.snapshot_loader import (
     prune_shard_cache,
     read_manifest,
 )
+from service.thumbnail_store import cache_key as thumbnail_cache_key
 from vsearch.delta import parse_entry_id
 from vsearch.manifest import EncoderInfo, Manifest
 from vsearch.metadata import MetadataStore
@@ -312,11 +313,12 @@ class SnapshotRegistry:
 
     def _prune_cache(self, new: LoadedSnapshot) -> None:
         """Keep the shards of the new snapshot and of its predecessor (fast rollback)."""
-        keep = {s.sha256 for s in new.manifest.shards}
+        keep: set[str | None] = set()
         with self._lock:
-            for snap in self._retired:
+            for snap in [new, *self._retired]:
                 keep |= {s.sha256 for s in snap.manifest.shards}
-        prune_shard_cache(self.cache, keep)
+                keep.add(thumbnail_cache_key(snap.manifest))
+        prune_shard_cache(self.cache, {k for k in keep if k})
 
     def close(self) -> None:
         with self._lock:

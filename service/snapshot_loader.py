@@ -35,6 +35,7 @@ from pathlib import Path
 from service.canary import default_nprobe, run_canary
 from service.refusal import SnapshotRefused
 from service.shard_reader import read_mapped, read_shards_bounded
+from service.thumbnail_store import SnapshotThumbnails, ThumbnailsRefused, load_thumbnails
 from vsearch.delta import parse_entry_id
 from vsearch.index.structure import refine_store_bytes
 from vsearch.manifest import EncoderInfo, Manifest
@@ -104,6 +105,7 @@ class LoadedSnapshot:
     memory: SnapshotMemory = field(default_factory=lambda: SnapshotMemory(0, 0, 0, 0))
     # Objects whose store copy no longer matches the manifest, served from the verified cache.
     store_warnings: tuple[str, ...] = ()
+    thumbnails: SnapshotThumbnails | None = None
 
     @property
     def snapshot_id(self) -> str:
@@ -209,6 +211,10 @@ def load_snapshot(
             load_snapshot_metadata(store, manifest, metadata)
         except (MetadataError, ObjectNotFound, InvalidKey) as e:
             raise SnapshotRefused(f"metadata: {e}") from None
+        try:
+            thumbs = load_thumbnails(store, manifest, cache)
+        except (ThumbnailsRefused, ObjectNotFound, InvalidKey) as e:
+            raise SnapshotRefused(f"thumbnails: {e}") from None
     except BaseException:
         for s in shards:
             s.close()
@@ -230,6 +236,7 @@ def load_snapshot(
         load_seconds=elapsed,
         memory=memory,
         store_warnings=tuple(warnings),
+        thumbnails=thumbs,
     )
 
 

@@ -27,6 +27,7 @@ from service.query_batcher import EncodeBatcher
 from service.query_encoder import ConfiguredEncoder, SnapshotEncoder
 from service.registry import LoadedSnapshot, SnapshotRegistry, default_memory_budget
 from service.replica import Replica, default_replica_id
+from service.thumbnail_store import ThumbnailCache
 from vsearch.config import ConfigError, Settings
 from vsearch.delta import open_delta_log
 from vsearch.encoders.base import EncoderUnavailable
@@ -108,6 +109,7 @@ class ServiceState:
     encoder: QueryEncoder
     metadata_check: DependencyCheck
     delta_log_check: DependencyCheck
+    thumbnail_cache: ThumbnailCache
     encoder_error: str | None = None
     _closed: bool = field(default=False, repr=False)
 
@@ -221,6 +223,7 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
         encoder,
         metadata_check=DependencyCheck("metadata store", metadata.ping),
         delta_log_check=DependencyCheck("delta log", replica.log.ping),
+        thumbnail_cache=ThumbnailCache(settings.thumbnail_cache_mb << 20),
         encoder_error=encoder_error,
     )
 

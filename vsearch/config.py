@@ -114,6 +114,8 @@ class Settings:
     # this long for queries still being decoded (not at all when none are).
     query_batch_max: int = 0
     query_batch_wait_ms: float = 2.0
+    # Thumbnails (GET /v1/items/{id}/thumbnail) kept in memory per process, by size.
+    thumbnail_cache_mb: int = 32
     # Seconds between polls of CURRENT; 0 disables the watcher.
     watch_interval_s: float = 5.0
     # Largest snapshot the service loads, counted as resident (private bytes plus the mapped

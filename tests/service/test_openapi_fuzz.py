@@ -99,7 +99,7 @@ def fuzz(strategy: Any, checks: list[Any], max_examples: int) -> None:
 
 def test_every_operation_fuzzed_answers_without_5xx_and_as_documented(live_app: Flask) -> None:
     found = operations(live_app)
-    assert len(found) == 7
+    assert len(found) == 10
     for operation in found:
         fuzz(operation.as_strategy(), CHECKS, max_examples=60)
 

@@ -5,13 +5,16 @@ deleted id never returns through search, neither from the folded base nor from t
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from service.app import close_app, create_app
+from tests.fixtures.photos import PHOTOS_SID, PhotoSnapshot
 from tests.index.snapshots import SID, planned
 from vsearch import stages
 from vsearch.config import Settings
@@ -19,6 +22,7 @@ from vsearch.delta import DeltaWrite, open_delta_log
 from vsearch.partitions import list_partitions, read_partition
 from vsearch.snapshots import read_current, verify_objects
 from vsearch.storage import LocalStore
+from vsearch.thumbnails import make_thumbnail
 
 COMPACTED = "20260301T060000Z-c"
 
@@ -113,3 +117,54 @@ def test_compaction_needs_a_live_snapshot_and_a_newer_id(
     with pytest.raises(stages.StageError, match="nothing is published"):
         stages.compact(empty, COMPACTED, settings=settings)
     assert stages.delta_backlog(empty, settings) == 0
+
+
+def test_compaction_carries_thumbnails_of_kept_items_and_of_upserts(
+    photo_snapshot: PhotoSnapshot, settings: Settings, delta: object, tmp_path: Path
+) -> None:
+    store = LocalStore(settings.store)
+    shutil.copytree(photo_snapshot.store.root, store.root, dirs_exist_ok=True)
+    keys = list(photo_snapshot.photos)
+    deleted, replaced = photo_snapshot.id_of(keys[0]), photo_snapshot.id_of(keys[1])
+    kept = photo_snapshot.id_of(keys[2])
+    dim = photo_snapshot.manifest.encoder.dim
+    x = np.full(dim, dim**-0.5, "float32")
+    thumb = make_thumbnail(Image.new("RGB", (300, 200), (10, 120, 200)))
+    delta.append([  # type: ignore[attr-defined]
+        DeltaWrite("upsert", 77, x, {"key": "new/77"}, thumbnail=thumb),
+        DeltaWrite("delete", deleted),
+        DeltaWrite("upsert", replaced, x, {"key": "replaced, no image"}),
+    ])  # fmt: skip
+    compacted = f"{PHOTOS_SID}-c"
+    stages.compact(store, compacted, settings=settings)
+    stages.complete_snapshot(store, compacted, settings=settings)
+    live = read_current(store)
+    assert live is not None and live.snapshot_id == compacted and live.thumbnails is not None
+    assert live.thumbnails.count == 256 - 2 + 1 and verify_objects(store, live) == []
+
+    app = create_app({"SETTINGS": settings, "STORE_OBJECT": store, "LOAD_ON_START": "sync",
+                      "WATCH_INTERVAL_S": 0, "REPLICA_ID": "test"})  # fmt: skip
+    try:
+        client = app.test_client()
+        new = client.get("/v1/items/77/thumbnail")  # folded: now from the new snapshot's pack
+        assert new.status_code == 200 and new.data == thumb
+        assert not new.headers["ETag"].startswith('"d-')
+        old = photo_snapshot.store  # the base partition's bytes, carried over unchanged
+        assert client.get(f"/v1/items/{kept}/thumbnail").data == _base_thumbnail(old, kept)
+        for item, why in ((deleted, "is not in"), (replaced, "has no thumbnail")):
+            r = client.get(f"/v1/items/{item}/thumbnail")
+            assert r.status_code == 404 and why in r.json["error"]["message"]
+    finally:
+        close_app(app)
+
+
+def _base_thumbnail(store: LocalStore, item: int) -> bytes:
+    from vsearch.partitions import read_record, read_thumbnails
+
+    for i in list_partitions(store, PHOTOS_SID):
+        record = read_record(store, PHOTOS_SID, i)
+        assert record is not None
+        found = read_thumbnails(store, record)
+        if item in found:
+            return found[item]
+    raise AssertionError(f"{item} has no thumbnail in {PHOTOS_SID}")

@@ -10,10 +10,12 @@ to set up and nothing downloaded. Each step prints as it happens.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -136,8 +138,14 @@ def run_dag(env: Mapping[str, str], conf: str, log_path: Path) -> str:
     help="Where everything lands.",
 )
 @click.option("--images", type=int, default=200, show_default=True, help="Sample pictures.")
+@click.option(
+    "--serve/--no-serve",
+    default=None,
+    help="Keep the service up at the end, for its search page, until Ctrl-C "
+    "(default: when run from a terminal).",
+)
 @pass_context
-def demo(ctx: Context, demo_dir: Path, images: int) -> None:
+def demo(ctx: Context, demo_dir: Path, images: int, serve: bool | None) -> None:
     """The main job end to end on embedded defaults, in DIR (see docs: README, make demo)."""
     from vsearch.cli.service_process import http_json, running_service, settings_env
     from vsearch.config import Settings
@@ -186,11 +194,17 @@ def demo(ctx: Context, demo_dir: Path, images: int) -> None:
             ),
             settings.api_key, image.read_bytes(), click.echo,
         )  # fmt: skip
-    if not results["found_then_gone"]:
-        raise click.ClickException("the service demo failed: see the lines above")
-    click.echo(
-        f"\nDone. Store: {root / 'store'}  ·  inspect: vsearch --data-dir {root} manifest list"
-    )
+        if not results["found_then_gone"]:
+            raise click.ClickException("the service demo failed: see the lines above")
+        click.echo(
+            f"\nDone. Store: {root / 'store'}  ·  inspect: vsearch --data-dir {root} manifest list"
+        )
+        if serve if serve is not None else sys.stdin.isatty():
+            click.echo(f"\nSearch page: {base}/  (open it and drop in a photo; Ctrl-C stops)")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+            return
+    click.echo(f"Search page: vsearch --data-dir {root} serve, then open http://127.0.0.1:8000/")
 
 
 def step(title: str) -> None:
