@@ -5,12 +5,13 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from vsearch_airflow.links import ServiceManifestLink
-from vsearch_airflow.views import create_app
+from vsearch_airflow.views import SnapshotsApp
 
 
 class VsearchPlugin(AirflowPlugin):
     name = "vsearch"
-    fastapi_apps = [{"app": create_app(), "url_prefix": "/vsearch", "name": "vsearch snapshots"}]
+    # Built on its first request: task processes load plugins too, and need no web app.
+    fastapi_apps = [{"app": SnapshotsApp(), "url_prefix": "/vsearch", "name": "vsearch snapshots"}]
     external_views = [
         {
             "name": "vsearch snapshots",

@@ -84,7 +84,7 @@ def home_keys(home: Path) -> dict[str, str]:
         keys = {
             "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
             "secret_key": secrets.token_urlsafe(24),
-            "jwt_secret": secrets.token_urlsafe(32),
+            "jwt_secret": secrets.token_urlsafe(64),  # HS512 wants a key of 64 bytes or more
         }
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
