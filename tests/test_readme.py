@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from vsearch.cli.service_process import free_port, http_json
@@ -67,6 +68,15 @@ def test_using_it_works_verbatim(tmp_path: Path) -> None:
             if line.startswith("curl"):
                 hits = json.loads(out.stdout)["hits"]
                 assert hits and hits[0]["metadata"]["key"] == "red-disc/00000.jpg", hits
+                # The search page and the hits' thumbnails, made by `vsearch index`.
+                base = f"http://127.0.0.1:{port}"
+                for path, kind in (
+                    ("/", "text/html"),
+                    ("/static/app.js", "text/javascript"),
+                    (f"/v1/items/{hits[0]['id']}/thumbnail", "image/webp"),
+                ):
+                    with urllib.request.urlopen(base + path, timeout=10) as resp:
+                        assert resp.status == 200 and resp.headers["Content-Type"].startswith(kind)
     finally:
         server.terminate()
         server.wait(30)
