@@ -37,11 +37,21 @@ class ThumbnailCorrupt(ValueError):
 
 def make_thumbnail(image: Any, side: int = THUMB_SIDE) -> bytes:
     """A WebP thumbnail of a decoded RGB image, its longest side at most ``side`` px
-    (smaller images keep their size; JPEG where Pillow lacks WebP)."""
+    (smaller images keep their size; JPEG where Pillow lacks WebP).
+
+    Bicubic with a reducing gap of 2 (a box reduction first, then the filter): 25%
+    faster than Pillow's ``thumbnail`` default and no larger (bench/results/thumbnails.md).
+    """
     from PIL import Image, features
 
-    small = image.copy()
-    small.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    width, height = image.size
+    scale = min(1.0, side / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = (
+        image
+        if size == image.size
+        else image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    )
     if small.mode != "RGB":
         small = small.convert("RGB")
     buf = io.BytesIO()

@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 const K_CHOICES = [5, 10, 20, 30, 50, 100];
 let chosenFile = null;
 let last = null; // the last search: [query, label], rerun when k or the recall changes
+let baseThumbnails = true; // false when the live snapshot has none (precomputed vectors)
 
 // JSON.parse, keeping every "id" integer as its exact decimal string.
 function parseKeepingIds(text) {
@@ -78,6 +79,7 @@ async function loadInfo() {
     return;
   }
   const snap = info.snapshot;
+  baseThumbnails = !snap || snap.thumbnails > 0;
   if (snap) {
     const recall = snap.recall["image_to_image@10"];
     $("snapshot").textContent =
@@ -165,17 +167,18 @@ function card(hit) {
   button.className = "hit";
   button.dataset.id = hit.id;
   button.setAttribute("aria-label", `More like this: ${caption(hit)}`);
-  const img = document.createElement("img");
-  img.className = "thumb";
-  img.alt = caption(hit);
-  img.loading = "lazy";
-  img.src = `v1/items/${encodeURIComponent(hit.id)}/thumbnail`;
-  img.addEventListener("error", () => {
-    const missing = document.createElement("div");
-    missing.className = "thumb missing";
-    missing.textContent = "no thumbnail";
-    img.replaceWith(missing);
-  });
+  const missing = document.createElement("div");
+  missing.className = "thumb missing";
+  missing.textContent = "no thumbnail";
+  let img = missing;
+  if (baseThumbnails || hit.source === "delta") {
+    img = document.createElement("img");
+    img.className = "thumb";
+    img.alt = caption(hit);
+    img.loading = "lazy";
+    img.src = `v1/items/${encodeURIComponent(hit.id)}/thumbnail`;
+    img.addEventListener("error", () => img.replaceWith(missing));
+  }
   const meta = document.createElement("div");
   meta.className = "meta";
   const score = document.createElement("span");
