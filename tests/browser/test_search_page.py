@@ -14,7 +14,10 @@ import base64
 import io
 import os
 import shutil
+import threading
 from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +36,37 @@ API_KEY = "browser-test-key"
 
 
 @pytest.fixture(scope="module")
-def service(
+def photo_host(
     photo_snapshot: PhotoSnapshot, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """An HTTP server on loopback with the photos as files (for image-URL searches)."""
+    root = tmp_path_factory.mktemp("photo-host")
+    for key, data in list(photo_snapshot.photos.items())[:60]:
+        (root / f"{key}.jpg").write_bytes(data)
+    handler = partial(QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def service(
+    photo_snapshot: PhotoSnapshot, tmp_path_factory: pytest.TempPathFactory, photo_host: str
 ) -> Iterator[str]:
     data = tmp_path_factory.mktemp("page-service")
     env = {
         "VSEARCH_STORE": str(photo_snapshot.store.root),
         "VSEARCH_DATA_DIR": str(data),
         "VSEARCH_API_KEY": API_KEY,
+        "VSEARCH_IMAGE_FETCH_ALLOW": "127.0.0.0/8",  # the photo host above
     }
     with running_service(env, log_path=data / "service.log") as base:
         yield base
@@ -145,6 +171,24 @@ def test_a_dropped_or_pasted_photo_is_searched(
     )
     searched(browser, "")
     assert results(browser)[0].get_attribute("data-id") == str(photo_snapshot.id_of(key))
+
+
+def test_an_image_url_is_searched(
+    service: str, browser: Any, photo_snapshot: PhotoSnapshot, photo_host: str
+) -> None:
+    open_page(browser, service)
+    key = list(photo_snapshot.photos)[50]
+    browser.find_element(By.ID, "image-url").send_keys(f"{photo_host}/{key}.jpg", Keys.ENTER)
+    searched(browser, "")
+    assert results(browser)[0].get_attribute("data-id") == str(photo_snapshot.id_of(key))
+    # A URL the service cannot fetch: the API's reason on the page.
+    before = browser.find_element(By.ID, "status").text
+    url = browser.find_element(By.ID, "image-url")
+    url.clear()
+    url.send_keys(f"{photo_host}/missing.jpg", Keys.ENTER)
+    error = wait(browser, lambda d: (e := d.find_element(By.ID, "error")).is_displayed() and e)
+    assert "404" in error.text, (before, error.text)
+    assert len(browser_errors(browser)) == 1  # the refused search, logged by the browser
 
 
 def test_clicking_a_result_searches_more_like_it(
