@@ -96,6 +96,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def count_request(response: Response) -> Response:
         endpoint = request.endpoint or "unmatched"
         state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        # Which replica answered, behind a load balancer (its REPLICA_ID, by default
+        # hostname-pid: the container's id in compose).
+        response.headers["X-Vsearch-Replica"] = state.replica.replica_id
         return response
 
     load = config.get("LOAD_ON_START", "background")

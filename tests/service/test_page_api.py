@@ -55,3 +55,9 @@ def test_info_on_photos_says_why_text_is_off(
         snap["recall"]["image_to_image@10"] == photo_snapshot.manifest.recall.image_to_image_at_10
     )
     assert body["encoder"]["text"] is False and "images only" in body["encoder"]["reason"]
+
+
+def test_every_answer_names_the_replica(make_app: AppFactory, local_store: LocalStore) -> None:
+    client = make_app(local_store, name="replica-7", LOAD_ON_START="off").test_client()
+    for path in ("/healthz", "/readyz", "/v1/info", "/nope"):
+        assert client.get(path).headers["X-Vsearch-Replica"] == "replica-7", path
