@@ -23,7 +23,8 @@ COMPOSE_FILE = DOCKER / "compose.yaml"
 DEV_COMPOSE_FILE = DOCKER / "compose.dev.yaml"
 HUB_COMPOSE_FILE = DOCKER / "compose.hub.yaml"
 REMOTE_COMPOSE_FILE = DOCKER / "compose.remote.yaml"
-OVERRIDES = (DEV_COMPOSE_FILE, HUB_COMPOSE_FILE, REMOTE_COMPOSE_FILE)
+STANDINS_COMPOSE_FILE = DOCKER / "compose.standins.yaml"
+OVERRIDES = (DEV_COMPOSE_FILE, HUB_COMPOSE_FILE, REMOTE_COMPOSE_FILE, STANDINS_COMPOSE_FILE)
 ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERFILE = DOCKER / "Dockerfile"
 DOCKERIGNORE = DOCKER / "Dockerfile.dockerignore"
@@ -113,10 +114,27 @@ def _walk_strings(node: Any, fn: Any) -> Any:
     return node
 
 
+class _ComposeLoader(yaml.SafeLoader):
+    """YAML with Compose's merge tags: ``!override`` and ``!reset`` read as their value."""
+
+
+for _tag in ("!override", "!reset"):
+    _ComposeLoader.add_constructor(
+        _tag,
+        lambda loader, node: (
+            loader.construct_sequence(node)
+            if isinstance(node, yaml.SequenceNode)
+            else loader.construct_mapping(node)
+            if isinstance(node, yaml.MappingNode)
+            else loader.construct_scalar(node)
+        ),
+    )
+
+
 @cache
 def raw_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
     """The compose file as YAML (anchors and merge keys applied), variables not substituted."""
-    data = yaml.safe_load(path.read_text())
+    data = yaml.load(path.read_text(), Loader=_ComposeLoader)  # a SafeLoader subclass
     assert isinstance(data, dict), f"{path}: not a mapping"
     return data
 

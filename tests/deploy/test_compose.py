@@ -230,3 +230,33 @@ def test_published_ports_are_unique_and_bound_to_the_chosen_address(
                 f"{name} and {seen.get(host_port)} both publish {host_port}"
             )
             seen[host_port] = name
+
+
+def test_the_standins_replace_only_third_party_images() -> None:
+    """docker/compose.standins.yaml swaps the images no registry here can give for locally
+    built ones (docker/standins/) and nothing else of ours: what docker/smoke.sh runs is
+    the production file."""
+    base = stack.compose()["services"]
+    standins = stack.compose(path=stack.STANDINS_COMPOSE_FILE)["services"]
+    dockerfile = (stack.DOCKER / "standins" / "Dockerfile").read_text()
+    for name, service in standins.items():
+        assert "build" not in base[name], f"{name}: ours, built from docker/Dockerfile"
+        image = service["image"]
+        assert image.startswith("vsearch-standin/"), image
+        assert f"vsearch-standin/{image.split('/')[1]}" in (
+            stack.DOCKER / "standins" / "build.sh"
+        ).read_text() or image.startswith("vsearch-standin/s3"), image
+        assert set(service) <= {"image", "command", "ports", "healthcheck"}, name
+    assert set(standins) == {"postgres", "redis", "minio", "proxy"}
+    assert "FROM python AS s3" in dockerfile and "moto_server" in dockerfile
+
+
+def test_haproxy_resends_a_request_a_dying_replica_dropped() -> None:
+    """docker/smoke.sh kills a replica under load: the requests it held are resent to the
+    other replica, which HAProxy can do only for requests it buffered whole."""
+    config = (stack.DOCKER / "haproxy.cfg").read_text()
+    assert "option http-buffer-request" in config and "option redispatch" in config
+    retry_on = re.search(r"^\s*retry-on (.+)$", config, re.M)
+    assert retry_on and {"conn-failure", "empty-response"} <= set(retry_on.group(1).split())
+    bufsize = re.search(r"tune\.bufsize (\d+)", config)
+    assert bufsize and int(bufsize.group(1)) >= 8192 * 12  # a 8192-d vector query as JSON

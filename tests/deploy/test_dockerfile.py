@@ -179,3 +179,18 @@ def test_the_airflow_extra_has_what_the_compose_configuration_uses() -> None:
         "apache-airflow-providers-postgres",
     }
     assert needed <= names, f"pyproject [airflow] extra lacks {sorted(needed - names)}"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_stage_that_runs_pip_can_install_from_a_wheelhouse(target: str) -> None:
+    """``--build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=URL`` reach every pip call
+    (docker/standins/build.sh builds this way, with no index and no TLS): an ARG is an
+    environment variable of the RUNs after it in its own stage only."""
+    for stage in stack.dockerfile().chain(target):
+        runs = [i for i in stage.instructions if i.keyword == "RUN" and "pip install" in i.args]
+        if not runs:
+            continue
+        declared = {i.args.split("=")[0].strip(): i.line for i in stage.instructions
+                    if i.keyword == "ARG"}  # fmt: skip
+        for name in ("PIP_NO_INDEX", "PIP_FIND_LINKS"):
+            assert name in declared and declared[name] < runs[0].line, (stage.name, name)
