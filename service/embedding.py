@@ -165,26 +165,28 @@ class QueryEmbedder:
         return self._cached("text", text, compute)
 
     def image_bytes(self, data: bytes) -> np.ndarray:
-        return self._image(self.encoder(), data)
+        return self._image(self.encoder(), data)[0]
 
     def image_url(self, url: str) -> np.ndarray:
-        return self._cached("image_url", url, lambda enc: self._image(enc, self.fetch(url)))
+        return self._cached("image_url", url, lambda enc: self._image(enc, self.fetch(url))[0])
 
     def item_image(self, kind: str, value: Any) -> tuple[np.ndarray, bytes]:
         """The vector and the thumbnail of an upserted item's image (bytes or a URL,
         fetched now: an upsert is not served from the query cache)."""
         data = value if kind == "image" else self.fetch(value)
-        thumb: list[bytes] = []
-        return self._image(self.encoder(), data, thumb), thumb[0]
+        x, thumb = self._image(self.encoder(), data, thumbnail=True)
+        assert thumb is not None
+        return x, thumb
 
-    def _image(self, enc: Encoder, data: bytes, thumb: list[bytes] | None = None) -> np.ndarray:
-        """Decode and preprocess here, on the request's thread; the model call is batched.
-        With ``thumb``, the image's thumbnail is appended to it."""
+    def _image(
+        self, enc: Encoder, data: bytes, *, thumbnail: bool = False
+    ) -> tuple[np.ndarray, bytes | None]:
+        """The vector (and, asked, the thumbnail) of an image. Decoding and preprocessing run
+        here, on the request's thread; the model call is batched."""
         with self.batcher.coming():
             image = decode_image_bytes(data, self.max_pixels)
-            if thumb is not None:
-                thumb.append(make_thumbnail(image))
+            thumb = make_thumbnail(image) if thumbnail else None
             pixels = enc.preprocess(image) if isinstance(enc, PixelEncoder) else None
         if pixels is not None:
-            return self.batcher.encode(enc, "pixels", pixels)
-        return self.batcher.encode(enc, "images", image)
+            return self.batcher.encode(enc, "pixels", pixels), thumb
+        return self.batcher.encode(enc, "images", image), thumb

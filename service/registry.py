@@ -313,12 +313,13 @@ class SnapshotRegistry:
 
     def _prune_cache(self, new: LoadedSnapshot) -> None:
         """Keep the shards of the new snapshot and of its predecessor (fast rollback)."""
-        keep: set[str | None] = set()
+        keep: set[str] = set()
         with self._lock:
             for snap in [new, *self._retired]:
                 keep |= {s.sha256 for s in snap.manifest.shards}
-                keep.add(thumbnail_cache_key(snap.manifest))
-        prune_shard_cache(self.cache, {k for k in keep if k})
+                if thumbs := thumbnail_cache_key(snap.manifest):
+                    keep.add(thumbs)
+        prune_shard_cache(self.cache, keep)
 
     def close(self) -> None:
         with self._lock:

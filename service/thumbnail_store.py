@@ -62,13 +62,8 @@ def load_thumbnails(
     if not path.exists():
         tables = []
         for i, p in enumerate(info.packs):
-            data = store.get(p.table.uri)
-            if hashlib.sha256(data).hexdigest() != p.table.sha256 or len(data) != p.table.bytes:
-                raise ThumbnailsRefused(f"thumbnails.packs[{i}].table {p.table.uri}: changed")
             try:
-                table = thumbnails.check_table(
-                    thumbnails.read_table(data), p.pack.bytes, p.table.uri
-                )
+                table, _ = thumbnails.fetch_table(store, p.table.uri, p.table.sha256, p.pack.bytes)
             except ValueError as e:
                 raise ThumbnailsRefused(f"thumbnails.packs[{i}].table: {e}") from None
             tables.append((i, table))

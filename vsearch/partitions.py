@@ -182,15 +182,13 @@ def read_thumbnails(store: ObjectStore, record: PartitionRecord) -> dict[int, by
     keys = partition_keys(record.snapshot_id, record.index)
     if keys.thumbs_table not in record.sha256:
         return {}
-    data = {}
-    for key in (keys.thumbs, keys.thumbs_table):
-        data[key] = store.get(key)
-        if hashlib.sha256(data[key]).hexdigest() != record.sha256[key]:
-            raise ValueError(f"{key} changed since it was committed")
-    table = thumbnails.check_table(
-        thumbnails.read_table(data[keys.thumbs_table]), len(data[keys.thumbs]), keys.thumbs_table
+    pack = store.get(keys.thumbs)
+    if hashlib.sha256(pack).hexdigest() != record.sha256[keys.thumbs]:
+        raise ValueError(f"{keys.thumbs} changed since it was committed")
+    table, _ = thumbnails.fetch_table(
+        store, keys.thumbs_table, record.sha256[keys.thumbs_table], len(pack)
     )
-    return thumbnails.unpack(data[keys.thumbs], table)
+    return thumbnails.unpack(pack, table)
 
 
 def list_partitions(store: ObjectStore, snapshot_id: str) -> list[int]:

@@ -16,12 +16,16 @@ compaction writes them into a pack.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from vsearch.storage import ObjectStore
 
 THUMB_SIDE = 160
 _WEBP_QUALITY = 75
@@ -97,6 +101,17 @@ def check_table(table: np.ndarray, pack_bytes: int, where: str) -> np.ndarray:
     if not ok:
         raise ValueError(f"{where}: not a thumbnail table of a {pack_bytes}-byte pack")
     return table
+
+
+def fetch_table(
+    store: ObjectStore, key: str, sha256: str, pack_bytes: int
+) -> tuple[np.ndarray, int]:
+    """The table at ``key`` and its size in bytes, checked against the sha256 recorded for
+    it and against the pack of ``pack_bytes`` it indexes; ValueError when either fails."""
+    data = store.get(key)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{key} does not match the sha256 recorded for it")
+    return check_table(read_table(data), pack_bytes, key), len(data)
 
 
 def unpack(data: bytes, table: np.ndarray) -> dict[int, bytes]:

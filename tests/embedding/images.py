@@ -50,3 +50,9 @@ def rotated_jpeg() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6
     return jpeg(60, 20, seed=2, exif=exif.tobytes())
+
+
+def size_of(data: bytes) -> tuple[int, int]:
+    """(width, height) of encoded image bytes."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size

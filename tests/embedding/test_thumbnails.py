@@ -36,11 +36,6 @@ def encoder(tiny_clip_dir: Path) -> Encoder:
     return load_encoder(f"clip:{tiny_clip_dir}", device="cpu")
 
 
-def _size(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as im:
-        return im.size
-
-
 def test_every_embedded_item_gets_a_small_webp_thumbnail(
     store: ObjectStore, encoder: Encoder
 ) -> None:
@@ -54,7 +49,7 @@ def test_every_embedded_item_gets_a_small_webp_thumbnail(
         thumb = thumbs[item_id(key)]
         assert thumbnails.content_type(thumb) == "image/webp"
         assert len(thumb) < 12_000, key
-        w, h = _size(thumb)
+        w, h = images.size_of(thumb)
         with Image.open(io.BytesIO(data)) as original:
             ow, oh = original.size
         if key == "rotated":  # EXIF orientation applied, like the embedding sees it

@@ -3,12 +3,10 @@ ETag/304, cache headers, JSON 404s and 400s, ranged reads, the bounded cache."""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from service.thumbnail_store import ThumbnailCache
 from tests.embedding import images
@@ -42,11 +40,6 @@ def client(photo_snapshot: PhotoSnapshot, make_app: AppFactory) -> Any:
     return make_app(photo_snapshot.store).test_client()
 
 
-def _size(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as im:
-        return im.size
-
-
 def test_a_base_item_thumbnail_with_cache_headers(
     photo_snapshot: PhotoSnapshot, client: Any
 ) -> None:
@@ -55,8 +48,8 @@ def test_a_base_item_thumbnail_with_cache_headers(
     assert r.status_code == 200 and r.mimetype == "image/webp"
     assert r.headers["Cache-Control"] == "public, max-age=60"
     assert r.headers["X-Content-Type-Options"] == "nosniff"
-    w, h = _size(r.data)
-    ow, oh = _size(jpeg)
+    w, h = images.size_of(r.data)
+    ow, oh = images.size_of(jpeg)
     assert max(w, h) == 160 and abs(w / h - ow / oh) < 0.05
     etag = r.headers["ETag"]
     again = client.get(f"/v1/items/{photo_snapshot.id_of(key)}/thumbnail",
@@ -99,7 +92,7 @@ def test_delta_items_come_first(photo_snapshot: PhotoSnapshot, client: Any) -> N
     ]})  # fmt: skip
     assert r.status_code == 200, r.json
     new = client.get("/v1/items/777/thumbnail")
-    assert new.status_code == 200 and _size(new.data) == (160, 53)
+    assert new.status_code == 200 and images.size_of(new.data) == (160, 53)
     assert new.headers["ETag"].startswith('"d-')
     replaced = client.get(f"/v1/items/{base_id}/thumbnail")
     assert replaced.data == new.data and replaced.data != base_thumb

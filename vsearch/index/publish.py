@@ -133,19 +133,16 @@ def thumbnail_info(store: ObjectStore, records: Sequence[PartitionRecord]) -> Th
         keys = partition_keys(record.snapshot_id, record.index)
         if keys.thumbs_table not in record.sha256:  # committed before thumbnails existed
             continue
-        table_data = store.get(keys.thumbs_table)
         pack_size = store.head(keys.thumbs).size
-        table = thumbnails.read_table(table_data)
-        thumbnails.check_table(table, pack_size, keys.thumbs_table)
+        table_sha = record.sha256[keys.thumbs_table]
+        table, table_bytes = thumbnails.fetch_table(store, keys.thumbs_table, table_sha, pack_size)
         if not len(table):
             continue
         count += len(table)
         packs.append(
             ThumbnailPack(
                 pack=ObjectRef(keys.thumbs, record.sha256[keys.thumbs], pack_size),
-                table=ObjectRef(
-                    keys.thumbs_table, record.sha256[keys.thumbs_table], len(table_data)
-                ),
+                table=ObjectRef(keys.thumbs_table, table_sha, table_bytes),
             )
         )
     return ThumbnailInfo(tuple(packs), count) if packs else None
