@@ -6,7 +6,7 @@ For each data set, in the same run and with the same batch size:
   batches (``encode_pixels``), the ceiling the stage can reach;
 - ``decode only``: the decode workers alone (JPEG -> resized uint8), for finding
   the bottleneck;
-- ``end to end``: ``vsearch.embed.embed_partition`` from JPEG bytes in memory to a
+- ``end to end``: ``vsearch.embedding.worker.embed_partition`` from JPEG bytes in memory to a
   committed partition in a local store (decode workers, model, fingerprint,
   atomic writes).
 
@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vsearch.embed import default_workers, embed_partition, fingerprint_items  # noqa: E402
+from vsearch.embedding.worker import default_workers, embed_partition, fingerprint_items  # noqa: E402
 from vsearch.encoders import PixelEncoder, load_encoder  # noqa: E402
 from vsearch.imaging import decode_image  # noqa: E402
 from vsearch.sources import Item, open_source  # noqa: E402

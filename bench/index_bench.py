@@ -45,12 +45,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vsearch.embedding.partitions import write_partition
 from vsearch.index import build_shard, train_index, validate_snapshot
 from vsearch.index.evaluate import recall_at
 from vsearch.index.spec import DEFAULT_K_FACTOR
 from vsearch.index.structure import refine_store_bytes, search_params
 from vsearch.index.synthetic import clustered_vectors
-from vsearch.partitions import write_partition
 from vsearch.storage import LocalStore
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -73,9 +73,9 @@ def load_fmnist(nq: int) -> tuple[np.ndarray, np.ndarray]:
 def load_cifar(
     nq: int, data: Path, cache: Path, train: str = "cifar10-train-00[0-4].tar"
 ) -> tuple[np.ndarray, np.ndarray]:
-    from vsearch.embed import embed_partition
+    from vsearch.embedding.partitions import read_partition
+    from vsearch.embedding.worker import embed_partition
     from vsearch.encoders import load_encoder
-    from vsearch.partitions import read_partition
     from vsearch.sources import open_source
 
     store, encoder = LocalStore(cache), load_encoder("efficientnet-lite0", image_size=96)

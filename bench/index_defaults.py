@@ -59,9 +59,9 @@ CACHE = Path.home() / ".cache" / "vsearch-bench"
 
 
 def load_coco(data: Path, cache: Path) -> np.ndarray:
-    from vsearch.embed import embed_partition
+    from vsearch.embedding.partitions import read_partition
+    from vsearch.embedding.worker import embed_partition
     from vsearch.encoders import load_encoder
-    from vsearch.partitions import read_partition
     from vsearch.sources import open_source
 
     store, encoder = LocalStore(cache), load_encoder("efficientnet-lite0")

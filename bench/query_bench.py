@@ -58,8 +58,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.index_bench import load_cifar, load_synthetic, machine  # noqa: E402
+from vsearch.catalog import read_current  # noqa: E402
 from vsearch.cli.service_process import free_port, running_service  # noqa: E402
-from vsearch.snapshots import read_current  # noqa: E402
 from vsearch.storage import LocalStore  # noqa: E402
 
 K = 10

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.embed_throughput import load_items, machine  # noqa: E402
-from vsearch.embed import embed_partition, fingerprint_items  # noqa: E402
+from vsearch.embedding.partitions import read_thumbnails  # noqa: E402
+from vsearch.embedding.worker import embed_partition, fingerprint_items  # noqa: E402
 from vsearch.encoders import load_encoder  # noqa: E402
-from vsearch.partitions import read_thumbnails  # noqa: E402
 from vsearch.storage import LocalStore  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

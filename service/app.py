@@ -12,9 +12,9 @@ and inject parts:
 ``SETTINGS``                a whole ``Settings`` (instead of reading the environment)
 ``ENCODER``                 an ``Encoder`` for text/image queries (default: the
                             ``query_encoder`` setting, else the encoder the served
-                            snapshot was built with: ``service.query_encoder``)
+                            snapshot was built with: ``service.queries.query_encoder``)
 ``STORE_OBJECT``            an ``ObjectStore`` instance
-``FETCH_POLICY``            the image-URL address policy (``vsearch.safe_fetch``);
+``FETCH_POLICY``            the image-URL address policy (``vsearch.serving.safe_fetch``);
                             the ``image_fetch_allow`` hosts are admitted beside it
 ``MEMORY_BUDGET_BYTES``     the snapshot memory budget, in bytes
 ``MAX_IMAGE_PIXELS``        decoded image size limit (default 40 M pixels)
@@ -53,13 +53,13 @@ _INJECTED = {
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app; see the module docstring for ``config``."""
+    from service.api.items_api import bp as items_bp
+    from service.api.ops_api import bp as ops_bp
+    from service.api.page_api import bp as page_bp
+    from service.api.search_api import bp as search_bp
+    from service.api.thumbnails_api import bp as thumbnails_bp
     from service.errors import register_error_handlers
-    from service.items_api import bp as items_bp
-    from service.ops_api import bp as ops_bp
-    from service.page import bp as page_bp
-    from service.search_api import bp as search_bp
     from service.state import build_state
-    from service.thumbnails_api import bp as thumbnails_bp
     from vsearch.config import Settings
 
     config = dict(config or {})

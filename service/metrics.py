@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from service.snapshot_loader import SnapshotMemory
+from service.snapshots.snapshot_loader import SnapshotMemory
 from vsearch.delta import DeltaEntry
 
 _LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)

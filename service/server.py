@@ -10,7 +10,7 @@ above ``max_request_mb`` is refused (413) before any of it is read.
 
 One process with N threads serves N requests at once over one copy of the index
 (faiss, numpy and the encoders release the GIL while they compute). Shards are
-memory-mapped (service/snapshot_loader.py): their codes live in the page cache, shared
+memory-mapped (service/snapshots/snapshot_loader.py): their codes live in the page cache, shared
 by every process on the host, so memory per process is about
 
     what faiss copies out of the shards (quantizers, OPQ, id maps: /metrics

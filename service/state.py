@@ -20,19 +20,19 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from service.embedding import QueryEmbedder, open_query_cache
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
-from service.query_batcher import EncodeBatcher
-from service.query_encoder import ConfiguredEncoder, SnapshotEncoder
-from service.registry import LoadedSnapshot, SnapshotRegistry, default_memory_budget
-from service.replica import Replica, default_replica_id
-from service.thumbnail_store import ThumbnailCache
+from service.queries.query_batcher import EncodeBatcher
+from service.queries.query_embedder import QueryEmbedder, open_query_cache
+from service.queries.query_encoder import ConfiguredEncoder, SnapshotEncoder
+from service.snapshots.registry import LoadedSnapshot, SnapshotRegistry, default_memory_budget
+from service.snapshots.replica import Replica, default_replica_id
+from service.snapshots.thumbnail_store import ThumbnailCache
 from vsearch.config import ConfigError, Settings
 from vsearch.delta import open_delta_log
-from vsearch.encoders.base import EncoderUnavailable
-from vsearch.metadata import MetadataStore, open_metadata_store
-from vsearch.safe_fetch import (
+from vsearch.encoders.encoder_base import EncoderUnavailable
+from vsearch.serving.metadata_store import MetadataStore, open_metadata_store
+from vsearch.serving.safe_fetch import (
     AddressPolicy,
     FetchError,
     FetchRefused,

@@ -50,9 +50,9 @@ def _every(items: Iterator[Item], step: int) -> Iterator[Item]:
 
 def embed_cifar(folder: Path) -> CifarVectors:
     """Embed the images into a store under ``folder`` and read the partitions back."""
-    from vsearch.embed import embed_partition
+    from vsearch.embedding.partitions import read_partition
+    from vsearch.embedding.worker import embed_partition
     from vsearch.encoders import load_encoder
-    from vsearch.partitions import read_partition
     from vsearch.sources import open_source
     from vsearch.storage import LocalStore
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from tests.conftest import SHARED_DATA
 from tests.dags.test_local_airflow import upload
+from vsearch.catalog import read_current
 from vsearch.cli.service_process import running_service, settings_env
 from vsearch.config import Settings
-from vsearch.snapshots import read_current
 from vsearch.storage import open_store
 
 VSEARCH = str(Path(sys.executable).with_name("vsearch"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vsearch.partitions import (
+from vsearch.embedding.partitions import (
     is_committed,
     list_partitions,
     partition_keys,

@@ -12,8 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.fixtures.snapshots import build_synthetic_snapshot
-from vsearch.manifest import Manifest
-from vsearch.snapshots import (
+from vsearch.catalog import (
     CURRENT_KEY,
     PublishConflict,
     SnapshotNotFound,
@@ -24,6 +23,7 @@ from vsearch.snapshots import (
     read_pointer,
     rollback,
 )
+from vsearch.manifest import Manifest
 from vsearch.storage import ObjectInfo, ObjectStore
 
 DAY = datetime(2026, 5, 1, tzinfo=UTC)

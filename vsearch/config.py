@@ -108,7 +108,7 @@ class Settings:
     # else an in-process LRU), "memory", "off" or a redis:// URL.
     query_cache: str = ""
     query_cache_ttl_s: int = 3600
-    # Dynamic batching of query encoding (service/query_batcher.py): at most this many
+    # Dynamic batching of query encoding (service/queries/query_batcher.py): at most this many
     # concurrent text or image queries share one encoder call (0: 32 for an encoder on a
     # GPU, none on a CPU, where it measured no gain; 1: never), and a call waits at most
     # this long for queries still being decoded (not at all when none are).

@@ -127,7 +127,7 @@ class MetadataInfo:
 
 @dataclass(frozen=True)
 class ThumbnailPack:
-    """A partition's thumbnails: the pack and its table (``vsearch.thumbnails``)."""
+    """A partition's thumbnails: the pack and its table (``vsearch.embedding.thumbnails``)."""
 
     pack: ObjectRef
     table: ObjectRef
@@ -174,7 +174,7 @@ class Manifest:
     thumbnails: ThumbnailInfo | None
     recall: RecallInfo
     # The delta-log position ("ms-seq") folded into this snapshot; LOG_ORIGIN ("0-0"),
-    # see vsearch.watermarks, for none.
+    # see vsearch.delta.watermarks, for none.
     delta_watermark: str
     lineage: Lineage
 

@@ -1,6 +1,6 @@
 """One-shot Airflow initialisation for the compose stack (the airflow-init service).
 
-The same idempotent steps as ``vsearch airflow init`` (``vsearch/cli/airflow_setup.py``),
+The same idempotent steps as ``vsearch airflow init`` (``vsearch/airflow_setup/init_steps.py``),
 plus the admin user of the FAB auth manager the stack uses:
 
 1. ``airflow db migrate`` — Airflow's tables, and the FAB auth manager's with them;
@@ -22,7 +22,13 @@ import os
 import sys
 from collections.abc import Mapping
 
-from vsearch.cli.airflow_setup import DEFAULT_CONN_ID, Step, init_steps, run_init, store_connection
+from vsearch.airflow_setup.init_steps import (
+    DEFAULT_CONN_ID,
+    Step,
+    init_steps,
+    run_init,
+    store_connection,
+)
 from vsearch.config import Settings
 
 GPU_POOL = Settings().gpu_pool

@@ -12,11 +12,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from vsearch.catalog import list_snapshots, read_manifest, read_pointer
 from vsearch.index.layout import report_key
 from vsearch.index.report import ReportError, ValidationReport, read_report
 from vsearch.manifest import Manifest, ManifestError
-from vsearch.snapshots import list_snapshots, read_manifest, read_pointer
-from vsearch.stages.records import RunRecord, find_run_record
+from vsearch.stages.run_records import RunRecord, find_run_record
 from vsearch.storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)

@@ -45,9 +45,9 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
+from vsearch.catalog import SnapshotNotFound
 from vsearch.config import Settings
 from vsearch.manifest import ManifestError, check_snapshot_id
-from vsearch.snapshots import SnapshotNotFound
 from vsearch_airflow.hooks import VsearchStoreHook
 from vsearch_airflow.snapshot_data import load_detail, snapshot_rows
 from vsearch_airflow.snapshot_pages import render_detail, render_error, render_list

@@ -33,10 +33,10 @@ from tests.browser.chromium import browser_errors, chromium, screenshot, set_vie
 from tests.dags.test_plugin import BUILT, pipeline_snapshot
 from tests.fixtures.snapshots import DIM, build_snapshot, build_synthetic_snapshot, sample_vectors
 from tests.fixtures.snapshots import snapshot_id as day_snapshot_id
+from vsearch.catalog import publish_snapshot
 from vsearch.cli.service_process import free_port, http_json
 from vsearch.config import Settings
 from vsearch.index.report import read_report
-from vsearch.snapshots import publish_snapshot
 from vsearch.storage import LocalStore
 
 pytestmark = pytest.mark.slow

@@ -14,9 +14,9 @@ import pytest
 
 from tests.conftest import SHARED_DATA
 from tests.dags.airflow_env import AirflowEnv, run_state
+from vsearch.catalog import read_current, read_pointer, verify_objects
 from vsearch.delta import DeltaWrite, open_delta_log
-from vsearch.partitions import list_partitions, read_partition
-from vsearch.snapshots import read_current, read_pointer, verify_objects
+from vsearch.embedding.partitions import list_partitions, read_partition
 from vsearch.storage import LocalStore, ObjectStore
 from vsearch.storage.s3 import S3Store
 

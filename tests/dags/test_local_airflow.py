@@ -30,9 +30,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import SHARED_DATA
+from vsearch.catalog import list_snapshots, read_current
 from vsearch.cli.service_process import free_port, http_json, running_service, settings_env
 from vsearch.config import Settings
-from vsearch.snapshots import list_snapshots, read_current
 from vsearch.storage import LocalStore
 
 pytestmark = pytest.mark.slow

@@ -30,11 +30,11 @@ from tests.dags.airflow_env import ROOT, AirflowEnv
 from tests.fixtures.snapshots import build_snapshot, build_synthetic_snapshot, sample_vectors
 from tests.index.snapshots import write_vectors
 from vsearch import stages
+from vsearch.catalog import publish_snapshot, read_manifest
 from vsearch.config import Settings
 from vsearch.index.layout import report_key, run_record_key
 from vsearch.index.report import read_report
 from vsearch.manifest import Lineage, Manifest, ObjectRef, ThumbnailInfo, ThumbnailPack
-from vsearch.snapshots import publish_snapshot, read_manifest
 from vsearch.storage import ObjectStore
 from vsearch.storage.s3 import S3Store
 

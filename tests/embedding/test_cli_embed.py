@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from tests.embedding.image_server import image_server
 from vsearch.cli import main
-from vsearch.partitions import list_partitions, read_partition
+from vsearch.embedding.partitions import list_partitions, read_partition
 from vsearch.sources.samples import write_sample_images
 from vsearch.storage import LocalStore
 
@@ -74,9 +74,9 @@ def test_errors_are_one_line_and_an_exit_code(tmp_path: Path) -> None:
 
 def test_cli_and_stage_modules_import_without_torch() -> None:
     code = (
-        "import sys, vsearch.cli.embed, vsearch.embed, vsearch.sources, vsearch.encoders, "
-        "vsearch.imaging; print(sorted(m for m in ('torch', 'transformers', 'faiss') "
-        "if m in sys.modules))"
+        "import sys, vsearch.cli.embed_commands, vsearch.embedding.worker, vsearch.sources, "
+        "vsearch.encoders, vsearch.imaging; "
+        "print(sorted(m for m in ('torch', 'transformers', 'faiss') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -10,10 +10,10 @@ import pytest
 
 from tests.embedding import images
 from vsearch import ids, stages
-from vsearch.embed import embed_partition
+from vsearch.embedding.partitions import partition_keys, read_partition, read_record
+from vsearch.embedding.worker import embed_partition
 from vsearch.encoders import Encoder, load_encoder
 from vsearch.imaging import decode_image
-from vsearch.partitions import partition_keys, read_partition, read_record
 from vsearch.sources import FAILED, Item
 from vsearch.sources.samples import write_sample_images
 from vsearch.storage import ObjectStore

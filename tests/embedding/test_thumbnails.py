@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from tests.embedding import images
-from vsearch import thumbnails
-from vsearch.embed import embed_partition
+from vsearch.embedding import thumbnails
+from vsearch.embedding.partitions import partition_keys, read_record, read_thumbnails
+from vsearch.embedding.worker import embed_partition
 from vsearch.encoders import Encoder, load_encoder
 from vsearch.ids import item_id
-from vsearch.partitions import partition_keys, read_record, read_thumbnails
 from vsearch.sources import Item
 from vsearch.storage import ObjectStore
 

@@ -1,4 +1,4 @@
-"""Embeddings for the index tests: partitions written directly through vsearch.partitions
+"""Embeddings for the index tests: partitions written directly through vsearch.embedding.partitions
 (``write_snapshot``, for unit tests of the index modules), or precomputed vectors on disk
 that a run plans and imports through the stage API (``write_vectors``, ``planned``)."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from vsearch import stages
+from vsearch.embedding.partitions import write_partition
 from vsearch.index.synthetic import clustered_vectors, text_queries
 from vsearch.manifest import EncoderInfo, Lineage
-from vsearch.partitions import write_partition
 from vsearch.storage import ObjectStore
 
 SID = "20260301T000000Z"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.index.snapshots import SID, write_vectors
-from vsearch.snapshots import read_current
+from vsearch.catalog import read_current
 from vsearch.storage import LocalStore
 
 VSEARCH = str(Path(sys.executable).with_name("vsearch"))

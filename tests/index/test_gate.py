@@ -9,6 +9,7 @@ import pytest
 
 from tests.index.snapshots import SID, D, planned, write_snapshot
 from vsearch import stages
+from vsearch.catalog import list_snapshots, read_pointer
 from vsearch.index import (
     RecallGateFailed,
     build_shard,
@@ -18,7 +19,6 @@ from vsearch.index import (
 )
 from vsearch.index.layout import report_key
 from vsearch.index.synthetic import text_queries
-from vsearch.snapshots import list_snapshots, read_pointer
 from vsearch.storage import ObjectNotFound, ObjectStore
 
 NEWER = "20260302T000000Z"

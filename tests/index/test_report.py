@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.index.snapshots import SID, captions, encoder, lineage, write_snapshot
+from vsearch.delta.watermarks import LOG_ORIGIN
 from vsearch.index import (
     build_manifest,
     build_shard,
@@ -33,7 +34,6 @@ from vsearch.index.report import (
 )
 from vsearch.index.structure import faiss_threads
 from vsearch.storage import LocalStore, ObjectNotFound, put_json
-from vsearch.watermarks import LOG_ORIGIN
 
 EXACT = "20260302T000000Z"  # 80 vectors: an exact index, no text queries, no recall@100
 
@@ -189,7 +189,8 @@ def test_not_json_and_missing_reports(validated: LocalStore, tmp_path: Path) -> 
 
 
 def lines_the_cli_printed(report: dict[str, Any]) -> list[str]:
-    """``_print_report`` of vsearch/cli/index.py before the move, over report.json's dict."""
+    """``_print_report`` of vsearch/cli/build_commands.py before the move, over report.json's
+    dict."""
     sizes, out = report["sizes"], []
     out.append(f"{report['snapshot_id']}: {report['spec']['factory']}, {report['ntotal']} vectors")
     out.append(

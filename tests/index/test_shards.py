@@ -9,6 +9,8 @@ import pytest
 
 from tests.index.snapshots import SID, planned, write_snapshot
 from vsearch import stages
+from vsearch.catalog import read_current
+from vsearch.embedding.partitions import write_partition
 from vsearch.index import (
     DuplicateIds,
     build_manifest,
@@ -18,8 +20,6 @@ from vsearch.index import (
 )
 from vsearch.index.layout import shard_key, shard_of
 from vsearch.index.structure import get_index
-from vsearch.partitions import write_partition
-from vsearch.snapshots import read_current
 from vsearch.storage import LocalStore, ObjectStore
 
 FACTORY = "IVF32,PQ8x4fs"

@@ -12,8 +12,8 @@ import pytest
 from tests.index.snapshots import SID, write_snapshot
 from vsearch.index import GpuUnavailable, train_index
 from vsearch.index.layout import trained_key, unit_hash
+from vsearch.index.partition_vectors import held_out_fraction, held_out_queries, inventory, sample
 from vsearch.index.train import read_trained_record
-from vsearch.index.vectors import held_out_fraction, held_out_queries, inventory, sample
 from vsearch.storage import LocalStore
 
 
@@ -104,7 +104,7 @@ def test_metric_follows_the_vectors(tmp_path: Path) -> None:
     write_snapshot(store, n=3000)
     train_index(store, SID, factory="IVF16,PQ8x4fs", nq=100)
     assert read_trained_record(store, SID)["spec"]["metric"] == "ip"
-    from vsearch.partitions import write_partition
+    from vsearch.embedding.partitions import write_partition
 
     other = "20260305T000000Z"
     xb = np.random.default_rng(0).standard_normal((2000, 16)).astype("float32") * 3

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from vsearch.delta import DeltaEntry
+from vsearch.delta.watermarks import LOG_ORIGIN
 from vsearch.search import DeltaIndex
-from vsearch.watermarks import LOG_ORIGIN
 
 D = 8
 

@@ -16,8 +16,8 @@ from service.app import close_app, create_app
 from tests.fixtures.snapshots import SYNTHETIC_ENCODER
 from tests.index.snapshots import SID, planned
 from vsearch import stages
+from vsearch.catalog import read_current
 from vsearch.manifest import EncoderInfo, Manifest
-from vsearch.snapshots import read_current
 from vsearch.storage import LocalStore, ObjectStore
 
 API_KEY = "test-key"
@@ -25,7 +25,7 @@ AUTH = {"X-API-Key": API_KEY}
 
 
 class HashEncoder:
-    """A small deterministic in-process encoder with the protocol of vsearch.encoders.base.
+    """A small deterministic in-process encoder with the protocol of vsearch.encoders.encoder_base.
 
     Texts map to a unit vector seeded by their sha256; images to their 8x8 grey
     thumbnail, centred and normalised. Same input, same vector, in any process.

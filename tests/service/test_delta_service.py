@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, snapshot_id
 from tests.service.conftest import AUTH, AppFactory, vector_query
 from tests.service.redis_proc import KillableRedis
-from vsearch.snapshots import rollback
+from vsearch.catalog import rollback
 from vsearch.storage import ObjectStore
 
 N, D = 400, 64

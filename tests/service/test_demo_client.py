@@ -11,10 +11,10 @@ import pytest
 
 from service.app import close_app, create_app
 from tests.fixtures.snapshots import build_synthetic_snapshot
+from vsearch.catalog import publish_snapshot
 from vsearch.cli.demo import exercise_service
 from vsearch.cli.service_process import http_json, running_service, settings_env
 from vsearch.config import Settings
-from vsearch.snapshots import publish_snapshot
 from vsearch.storage import open_store
 
 API_KEY = "demo-test-key"

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from flask import Flask
 
+from service.api.request_bodies import MAX_DIM, MAX_METADATA_DEPTH
 from service.app import close_app, create_app
-from service.inputs import MAX_DIM, MAX_METADATA_DEPTH
 from tests.fixtures.snapshots import DIM, publish_series
 from tests.service.conftest import API_KEY, AUTH, HashEncoder
 from vsearch.storage import LocalStore

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fixtures.snapshots import build_snapshot, sample_vectors, snapshot_id
 from tests.service.redis_proc import KillableRedis
-from vsearch.metadata import (
+from vsearch.serving.metadata_store import (
     MetadataError,
     MetadataStore,
     MetadataUnavailable,

@@ -1,4 +1,4 @@
-"""Dynamic batching of query encoding (service/query_batcher.py).
+"""Dynamic batching of query encoding (service/queries/query_batcher.py).
 
 Regression: each text or image query ran its own forward pass, whatever else was
 queued; now concurrent queries share one encoder call, and a lone one waits for none.
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.query_batcher import EncodeBatcher
+from service.queries.query_batcher import EncodeBatcher
 from tests.service.conftest import AppFactory, BuiltSnapshot, HashEncoder
 from vsearch.encoders import load_encoder
 
@@ -127,7 +127,7 @@ def photo(seed: int, size: tuple[int, int]) -> bytes:
 def test_batched_image_queries_match_one_by_one_on_a_real_model() -> None:
     """EfficientNet-Lite0 (real weights): a batch of odd-sized photos gives each photo the
     vector it gets alone."""
-    from service.embedding import QueryEmbedder
+    from service.queries.query_embedder import QueryEmbedder
 
     encoder = load_encoder("efficientnet-lite0?image_size=96", device="cpu")
     photos = [photo(i, size) for i, size in enumerate([(640, 480), (97, 311), (1000, 40)] * 3)]

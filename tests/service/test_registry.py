@@ -11,8 +11,8 @@ import pytest
 
 from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, snapshot_id
 from tests.service.conftest import AUTH, AppFactory, vector_query
+from vsearch.catalog import CURRENT_KEY, rollback
 from vsearch.manifest import EncoderInfo
-from vsearch.snapshots import CURRENT_KEY, rollback
 from vsearch.storage import ObjectStore
 
 D = 64

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.service.conftest import AppFactory, HashEncoder
-from vsearch.safe_fetch import (
+from vsearch.serving.safe_fetch import (
     FetchError,
     FetchRefused,
     TrustedHosts,

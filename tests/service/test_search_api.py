@@ -202,7 +202,7 @@ def test_deleting_more_than_the_overfetch_still_returns_the_exact_next_hits(
 def test_upserts_bound_how_many_items_need_an_image_fetched_or_decoded(
     flat: Any, make_app: AppFactory
 ) -> None:
-    from service.inputs import MAX_IMAGE_ITEMS
+    from service.api.request_bodies import MAX_IMAGE_ITEMS
     from tests.service.conftest import AUTH
 
     client = make_app(flat[0], ENCODER=HashEncoder()).test_client()

@@ -28,8 +28,8 @@ import pytest
 
 from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, snapshot_id
 from tests.service.conftest import AppFactory, vector_query
+from vsearch.catalog import CURRENT_KEY, Pointer, manifest_key
 from vsearch.manifest import Manifest
-from vsearch.snapshots import CURRENT_KEY, Pointer, manifest_key
 from vsearch.storage import ObjectStore
 
 D, N = 64, 1000
@@ -211,9 +211,11 @@ def test_a_bad_manifest_or_missing_object_is_refused_once_with_one_log_line(
     client, state, xb = serving(local_store, make_app)
     m = build_snapshot(local_store, snapshot_id(2), xb, np.arange(N, dtype="int64") + 5)
     expected = BAD_MANIFESTS[case](local_store, m)
-    with caplog.at_level(logging.INFO, logger="service.registry"):
+    with caplog.at_level(logging.INFO, logger="service.snapshots.registry"):
         assert_refused_and_still_serving(client, state, xb, expected)
-    errors = [r for r in caplog.records if r.name == "service.registry" and r.levelno >= 30]
+    errors = [
+        r for r in caplog.records if r.name == "service.snapshots.registry" and r.levelno >= 30
+    ]
     assert len(errors) == 1 and errors[0].exc_info is None, [r.getMessage() for r in errors]
 
     fixed = build_snapshot(local_store, snapshot_id(3), xb, np.arange(N, dtype="int64") + 9)

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.registry import LoadedSnapshot, SnapshotRegistry
+from service.snapshots.registry import LoadedSnapshot, SnapshotRegistry
 from service.state import ServiceState
 from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, snapshot_id
 from tests.service.conftest import AUTH, AppFactory, vector_query
-from vsearch.metadata import open_metadata_store
-from vsearch.snapshots import read_current, rollback
+from vsearch.catalog import read_current, rollback
+from vsearch.serving.metadata_store import open_metadata_store
 from vsearch.storage import ObjectStore
 
 N, D = 200, 64

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.thumbnail_store import ThumbnailCache
+from service.snapshots.thumbnail_store import ThumbnailCache
 from tests.embedding import images
 from tests.fixtures.photos import PhotoSnapshot
 from tests.service.conftest import API_KEY, AppFactory

@@ -18,11 +18,11 @@ from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, sn
 from tests.index.snapshots import SID, planned
 from tests.service.redis_proc import KillableRedis
 from vsearch import stages
+from vsearch.catalog import manifest_key, read_current, rollback
 from vsearch.config import Settings
 from vsearch.delta import DeltaLog, DeltaWrite, open_delta_log
-from vsearch.snapshots import manifest_key, read_current, rollback
+from vsearch.delta.watermarks import LOG_ORIGIN
 from vsearch.storage import LocalStore
-from vsearch.watermarks import LOG_ORIGIN
 
 KEY = {"X-API-Key": "trim-key"}
 FIRST, SECOND = "20260301T060000Z-c", "20260301T120000Z-c"

@@ -17,12 +17,12 @@ from service.app import close_app, create_app
 from tests.fixtures.photos import PHOTOS_SID, PhotoSnapshot
 from tests.index.snapshots import SID, planned
 from vsearch import stages
+from vsearch.catalog import read_current, verify_objects
 from vsearch.config import Settings
 from vsearch.delta import DeltaWrite, open_delta_log
-from vsearch.partitions import list_partitions, read_partition
-from vsearch.snapshots import read_current, verify_objects
+from vsearch.embedding.partitions import list_partitions, read_partition
+from vsearch.embedding.thumbnails import make_thumbnail
 from vsearch.storage import LocalStore
-from vsearch.thumbnails import make_thumbnail
 
 COMPACTED = "20260301T060000Z-c"
 
@@ -159,7 +159,7 @@ def test_compaction_carries_thumbnails_of_kept_items_and_of_upserts(
 
 
 def _base_thumbnail(store: LocalStore, item: int) -> bytes:
-    from vsearch.partitions import read_record, read_thumbnails
+    from vsearch.embedding.partitions import read_record, read_thumbnails
 
     for i in list_partitions(store, PHOTOS_SID):
         record = read_record(store, PHOTOS_SID, i)

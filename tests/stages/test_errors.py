@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from vsearch import stages
+from vsearch.catalog import PublishConflict
 from vsearch.index import RecallGateFailed, SpecError
-from vsearch.snapshots import PublishConflict
 from vsearch.sources import SourceError
 from vsearch.storage import ObjectNotFound, StoreError
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from vsearch import stages
+from vsearch.embedding.partitions import read_partition, read_record
 from vsearch.ids import item_id
 from vsearch.index.layout import run_record_key
-from vsearch.partitions import read_partition, read_record
 from vsearch.sources.samples import write_sample_images
-from vsearch.stages.records import read_encoder_info
+from vsearch.stages.run_records import read_encoder_info
 from vsearch.storage import LocalStore, ObjectStore
 
 SID = "20260105T000000Z"

@@ -20,9 +20,9 @@ from typing import Any
 
 import click
 
+from vsearch.catalog import PublishConflict, PublishError, SnapshotNotFound, VerificationError
 from vsearch.config import ConfigError, Settings
 from vsearch.manifest import ManifestError
-from vsearch.snapshots import PublishConflict, PublishError, SnapshotNotFound, VerificationError
 from vsearch.storage import (
     InvalidKey,
     ObjectNotFound,

@@ -9,7 +9,7 @@ environment's ``bin/`` on ``PATH``. It prints the UI address and the login.
 The metadata DB is SQLite under the home, for the same reason the rest of vsearch
 defaults to embedded parts: nothing to install or run. Airflow opens it in WAL mode
 (readers do not block the writer); vsearch raises the driver's busy timeout
-(``vsearch.airflow_sqlite``) so that an ``airflow backfill create`` typed in another
+(``vsearch.airflow_setup.sqlite_args``) so that an ``airflow backfill create`` typed in another
 terminal while the scheduler writes waits its turn instead of failing with "database
 is locked". Point ``VSEARCH_AIRFLOW_DB`` at PostgreSQL for more than one machine.
 """
@@ -31,7 +31,7 @@ pass_context = click.make_pass_decorator(Context)
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = "admin"
-SQLITE_ARGS = "sql_alchemy_connect_args = vsearch.airflow_sqlite.CONNECT_ARGS"
+SQLITE_ARGS = "sql_alchemy_connect_args = vsearch.airflow_setup.sqlite_args.CONNECT_ARGS"
 
 
 def airflow_home(ctx: Context) -> Path:
@@ -122,7 +122,7 @@ def prepare(ctx: Context, port: int) -> tuple[Path, dict[str, str], str]:
 
 
 def init(ctx: Context, port: int) -> tuple[Path, dict[str, str], str]:
-    from vsearch.cli.airflow_setup import run_init
+    from vsearch.airflow_setup.init_steps import run_init
     from vsearch.config import Settings
 
     home, env, password = prepare(ctx, port)

@@ -147,9 +147,9 @@ def run_dag(env: Mapping[str, str], conf: str, log_path: Path) -> str:
 @pass_context
 def demo(ctx: Context, demo_dir: Path, images: int, serve: bool | None) -> None:
     """The main job end to end on embedded defaults, in DIR (see docs: README, make demo)."""
+    from vsearch.catalog import list_snapshots, read_pointer
     from vsearch.cli.service_process import http_json, running_service, settings_env
     from vsearch.config import Settings
-    from vsearch.snapshots import list_snapshots, read_pointer
     from vsearch.sources.samples import write_sample_images
     from vsearch.storage import open_store
 

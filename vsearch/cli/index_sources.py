@@ -16,8 +16,7 @@ from typing import Any
 import click
 
 from vsearch.cli import Context
-from vsearch.cli.embed import failure_reasons, task_size
-from vsearch.cli.index import (
+from vsearch.cli.build_commands import (
     gated,
     print_report,
     print_trained,
@@ -26,6 +25,7 @@ from vsearch.cli.index import (
     validate_options,
     validation_options,
 )
+from vsearch.cli.embed_commands import failure_reasons, task_size
 
 pass_context = click.make_pass_decorator(Context)
 

@@ -55,7 +55,7 @@ def serve(ctx: Context, bind: str | None, workers: int | None, threads: int | No
         service_threads=threads or ctx.settings.service_threads,
     )
     from vsearch.cli.service_process import server_command, settings_env
-    from vsearch.safe_fetch import TrustedHosts
+    from vsearch.serving.safe_fetch import TrustedHosts
 
     try:  # refused here, with exit code 5, rather than by every worker as it boots
         TrustedHosts.parse(settings.image_fetch_allow)

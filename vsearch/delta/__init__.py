@@ -21,7 +21,7 @@ The compaction DAG reads it with ``read(after, upto)`` and ``last_id()``.
 
 from __future__ import annotations
 
-from vsearch.delta.base import DeltaLog
+from vsearch.delta.delta_log import DeltaLog
 from vsearch.delta.entries import (
     MAX_ITEM_ID,
     DeltaEntry,
@@ -30,7 +30,7 @@ from vsearch.delta.entries import (
 )
 from vsearch.delta.redis_log import RedisDeltaLog
 from vsearch.delta.sqlite import SQLiteDeltaLog
-from vsearch.watermarks import LOG_ORIGIN, format_entry_id, parse_entry_id
+from vsearch.delta.watermarks import LOG_ORIGIN, format_entry_id, parse_entry_id
 
 __all__ = [
     "LOG_ORIGIN",

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vsearch.watermarks import parse_entry_id
+from vsearch.delta.watermarks import parse_entry_id
 
 Op = Literal["upsert", "delete"]
 MAX_ITEM_ID = (1 << 63) - 1
@@ -21,7 +21,7 @@ MAX_ITEM_ID = (1 << 63) - 1
 @dataclass(frozen=True)
 class DeltaWrite:
     """One write to append: an upsert carries a vector (float32), metadata and, when it
-    was made from an image, the image's thumbnail (``vsearch.thumbnails``)."""
+    was made from an image, the image's thumbnail (``vsearch.embedding.thumbnails``)."""
 
     op: Op
     item: int

@@ -9,9 +9,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from vsearch.delta.base import DeltaLog
+from vsearch.delta.delta_log import DeltaLog
 from vsearch.delta.entries import DeltaEntry, DeltaWrite, decode_entry, encode_write, recorded
-from vsearch.watermarks import LOG_ORIGIN, parse_entry_id
+from vsearch.delta.watermarks import LOG_ORIGIN, parse_entry_id
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from vsearch.delta.base import DeltaLog
+from vsearch.delta.delta_log import DeltaLog
 from vsearch.delta.entries import (
     DeltaEntry,
     DeltaWrite,
@@ -16,7 +16,7 @@ from vsearch.delta.entries import (
     encode_write,
     recorded,
 )
-from vsearch.watermarks import LOG_ORIGIN, format_entry_id, parse_entry_id
+from vsearch.delta.watermarks import LOG_ORIGIN, format_entry_id, parse_entry_id
 
 
 class SQLiteDeltaLog(DeltaLog):

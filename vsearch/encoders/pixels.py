@@ -27,7 +27,7 @@ def pick_device(device: str | None) -> str:
 
     if device:
         if device.startswith("cuda") and not torch.cuda.is_available():
-            from vsearch.encoders.base import EncoderUnavailable
+            from vsearch.encoders.encoder_base import EncoderUnavailable
 
             raise EncoderUnavailable(f"device {device!r} asked for, but torch sees no CUDA GPU")
         return device

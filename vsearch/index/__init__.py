@@ -13,7 +13,7 @@ importing this package stays cheap for the CLI and DAG parsing.
 
 from __future__ import annotations
 
-from vsearch.index.publish import (
+from vsearch.index.assemble import (
     build_manifest,
     created_at_for,
     lineage_from_partitions,
@@ -28,7 +28,7 @@ from vsearch.index.report import (
     read_report,
     write_report,
 )
-from vsearch.index.shards import DuplicateIds, build_shard
+from vsearch.index.shard_build import DuplicateIds, build_shard
 from vsearch.index.spec import IndexSpec, SpecError, choose_spec, spec_from_factory
 from vsearch.index.structure import search_params
 from vsearch.index.train import GpuUnavailable, train_index

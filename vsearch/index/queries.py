@@ -27,9 +27,9 @@ import numpy as np
 
 from vsearch.index.evaluate import drop_self, knn_ground_truth, merge_results, recalls, timed
 from vsearch.index.layout import text_queries_key
+from vsearch.index.partition_vectors import Inventory, held_out_queries, iter_vectors
 from vsearch.index.report import IMAGE, TEXT, CurvePoint, KindRecall, SweepPoint
 from vsearch.index.structure import faiss_threads, search_params
-from vsearch.index.vectors import Inventory, held_out_queries, iter_vectors
 from vsearch.storage import ObjectStore
 
 GT_K = 100

@@ -23,6 +23,7 @@ import numpy as np
 
 from vsearch.canonical_json import fingerprint as json_fingerprint
 from vsearch.index.layout import trained_key, trained_record_key
+from vsearch.index.partition_vectors import Inventory, inventory, iter_vectors, training_sample
 from vsearch.index.spec import (
     DEFAULT_K_FACTOR,
     DEFAULT_MEMORY_FLOOR_MB,
@@ -32,7 +33,6 @@ from vsearch.index.spec import (
     spec_from_factory,
 )
 from vsearch.index.structure import layers, put_index
-from vsearch.index.vectors import Inventory, inventory, iter_vectors, training_sample
 from vsearch.storage import ObjectStore, get_json, put_json
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from typing import Any
 from vsearch.canonical_json import fingerprint as json_fingerprint
 from vsearch.index.evaluate import default_nprobe, nprobe_grid
 from vsearch.index.layout import report_key, text_queries_key, trained_key
+from vsearch.index.partition_vectors import Inventory, inventory
 from vsearch.index.queries import (
     GT_K,
     HeldOutQueries,
@@ -52,11 +53,10 @@ from vsearch.index.report import (
     ValidationReport,
     write_report,
 )
-from vsearch.index.shards import read_shard_records
+from vsearch.index.shard_build import read_shard_records
 from vsearch.index.spec import IndexSpec
 from vsearch.index.structure import get_index
 from vsearch.index.train import read_trained_record
-from vsearch.index.vectors import Inventory, inventory
 from vsearch.storage import ObjectNotFound, ObjectStore, get_json
 
 # write_text_queries, search_shards and GT_K moved to vsearch.index.queries; still

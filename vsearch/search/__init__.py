@@ -22,11 +22,11 @@ Per-request ``nprobe`` goes through faiss ``SearchParameters``; shared index
 state is never mutated while serving.
 """
 
+from vsearch.delta.watermarks import Watermark
 from vsearch.search.delta_index import DeltaIndex
 from vsearch.search.fanout import MAX_OVERFETCH, SnapshotSearcher
-from vsearch.search.shards import ShardSearcher
-from vsearch.search.types import Hit, Source, nprobe_for_recall
-from vsearch.watermarks import Watermark
+from vsearch.search.hits import Hit, Source, nprobe_for_recall
+from vsearch.search.shard_searcher import ShardSearcher
 
 __all__ = [
     "MAX_OVERFETCH",

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vsearch.delta import DeltaEntry
-from vsearch.watermarks import Watermark, format_entry_id, parse_entry_id
+from vsearch.delta.watermarks import Watermark, format_entry_id, parse_entry_id
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vsearch.delta.watermarks import Watermark
 from vsearch.search.delta_index import DeltaIndex
-from vsearch.search.shards import ShardSearcher
-from vsearch.search.types import Hit
-from vsearch.watermarks import Watermark
+from vsearch.search.hits import Hit
+from vsearch.search.shard_searcher import ShardSearcher
 
 # Base over-fetch for hidden items, before widening: keeps k_base (and faiss's heap) small.
 MAX_OVERFETCH = 256

@@ -28,11 +28,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from vsearch.config import Settings
-from vsearch.sources.base import FAILED, Item, PartitionSpec, Source, SourceError
 from vsearch.sources.fetch import FetchOptions
 from vsearch.sources.listed import ListedSource, StoreListing, local_source
+from vsearch.sources.precomputed import VectorSource, is_vector_path
+from vsearch.sources.source_base import FAILED, Item, PartitionSpec, Source, SourceError
 from vsearch.sources.urls import LIST_SUFFIXES, UrlListSource
-from vsearch.sources.vectors import VectorSource, is_vector_path
 from vsearch.storage import ObjectStore, open_store
 
 __all__ = [

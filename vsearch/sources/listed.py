@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from vsearch.sources.base import (
+from vsearch.sources.source_base import (
     Item,
     PartitionSpec,
     SourceError,

@@ -29,8 +29,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vsearch.canonical_json import json_bytes
-from vsearch.sources.base import FAILED, Item, PartitionSpec, SourceError, chunk_bounds, digest
 from vsearch.sources.fetch import Fetcher, FetchFailed, FetchOptions
+from vsearch.sources.source_base import (
+    FAILED,
+    Item,
+    PartitionSpec,
+    SourceError,
+    chunk_bounds,
+    digest,
+)
 from vsearch.sources.webdataset import ShardWriter, iter_samples
 from vsearch.storage import ObjectNotFound, ObjectStore
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from vsearch.canonical_json import json_line
-from vsearch.sources.base import FAILED, Item
+from vsearch.sources.source_base import FAILED, Item
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from __future__ import annotations
 from typing import Any
 
 from vsearch.stages.compaction import compact, delta_backlog
-from vsearch.stages.embedding import embed
-from vsearch.stages.indexing import build_shard, publish, train, validate
-from vsearch.stages.inputs import fetch, partition_tasks, plan
-from vsearch.stages.records import RunInfo, RunRecord, StageError, is_permanent, read_run_record
+from vsearch.stages.embed_stage import embed
+from vsearch.stages.index_stages import build_shard, publish, train, validate
+from vsearch.stages.planning import fetch, partition_tasks, plan
+from vsearch.stages.run_records import RunInfo, RunRecord, StageError, is_permanent, read_run_record
 from vsearch.stages.sequence import build_index, complete_snapshot, index_sources
 
 __all__ = [

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from vsearch.config import Settings
-from vsearch.stages.records import (
+from vsearch.stages.run_records import (
     RunRecord,
     StageError,
     find_run_record,
@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 def delta_backlog(store: ObjectStore, settings: Settings | None = None) -> int:
     """Entries in the delta log after the live snapshot's watermark (0 when none is live)."""
+    from vsearch.catalog import read_current
     from vsearch.delta import open_delta_log
-    from vsearch.snapshots import read_current
 
     live = read_current(store)
     if live is None:
@@ -65,10 +65,10 @@ def compact(
     Returns a summary: the base snapshot, the watermark, the counts, and the keys of
     the run record and the trained index.
     """
+    from vsearch.catalog import read_current
     from vsearch.delta import open_delta_log
+    from vsearch.embedding.partitions import list_partitions
     from vsearch.index.layout import run_record_key, trained_key
-    from vsearch.partitions import list_partitions
-    from vsearch.snapshots import read_current
 
     base = read_current(store)
     if base is None:
@@ -134,8 +134,13 @@ def _fold_partition(
     """Partition ``index`` of the base without the items the delta changed, as ``out``."""
     import numpy as np
 
-    from vsearch.partitions import read_partition, read_record, read_thumbnails, write_partition
-    from vsearch.sources.base import digest
+    from vsearch.embedding.partitions import (
+        read_partition,
+        read_record,
+        read_thumbnails,
+        write_partition,
+    )
+    from vsearch.sources.source_base import digest
 
     fingerprint = digest("fold", base_id, index, watermark)
     done = read_record(store, snapshot_id, out)
@@ -167,8 +172,13 @@ def _write_upserts(
     """The delta's upserts as they stand at ``watermark``, as partition ``out``."""
     import numpy as np
 
-    from vsearch.partitions import is_committed, list_partitions, read_record, write_partition
-    from vsearch.sources.base import digest
+    from vsearch.embedding.partitions import (
+        is_committed,
+        list_partitions,
+        read_record,
+        write_partition,
+    )
+    from vsearch.sources.source_base import digest
 
     fingerprint = digest("upserts", base.snapshot_id, watermark)
     if not upserts or is_committed(store, snapshot_id, out, fingerprint):

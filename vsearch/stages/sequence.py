@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from vsearch.config import Settings
-from vsearch.stages.embedding import embed
-from vsearch.stages.indexing import build_shard, publish, train, trained_nshards, validate
-from vsearch.stages.inputs import fetch, plan
+from vsearch.stages.embed_stage import embed
+from vsearch.stages.index_stages import build_shard, publish, train, trained_nshards, validate
+from vsearch.stages.planning import fetch, plan
 from vsearch.storage import ObjectStore
 
 # (stage name, its result): the CLI prints them, tests collect them.

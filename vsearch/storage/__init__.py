@@ -5,7 +5,9 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from vsearch.config import Settings
-from vsearch.storage.base import (
+from vsearch.storage.json_objects import get_json, put_if_changed, put_json, put_json_if_changed
+from vsearch.storage.local import LocalStore
+from vsearch.storage.object_store import (
     InvalidKey,
     ObjectInfo,
     ObjectNotFound,
@@ -13,8 +15,6 @@ from vsearch.storage.base import (
     PreconditionFailed,
     StoreError,
 )
-from vsearch.storage.json_objects import get_json, put_if_changed, put_json, put_json_if_changed
-from vsearch.storage.local import LocalStore
 
 __all__ = [
     "InvalidKey",

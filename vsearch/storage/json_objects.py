@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from vsearch.canonical_json import json_bytes
-from vsearch.storage.base import ObjectNotFound, ObjectStore
+from vsearch.storage.object_store import ObjectNotFound, ObjectStore
 
 
 def put_json(store: ObjectStore, key: str, value: Any) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from vsearch.storage.base import (
+from vsearch.storage.object_store import (
     CHUNK,
     ObjectInfo,
     ObjectNotFound,

@@ -20,7 +20,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from vsearch.storage.base import (
+from vsearch.storage.object_store import (
     HashingReader,
     ObjectInfo,
     ObjectNotFound,

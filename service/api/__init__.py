@@ -1,0 +1,1 @@
+"""The HTTP API: blueprints, request parsing, the API key check, the OpenAPI document."""

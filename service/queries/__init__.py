@@ -1,0 +1,1 @@
+"""Query encoding: the service's encoder, the query embedder and dynamic batching."""

@@ -1,0 +1,1 @@
+"""Hot swap: the registry, loading and verifying a snapshot, the canary, the replica."""

@@ -1,0 +1,1 @@
+"""Airflow set-up: its SQLite connection arguments and the idempotent init steps."""

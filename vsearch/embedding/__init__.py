@@ -1,0 +1,1 @@
+"""The embedding wing: the partition worker, partitions, thumbnails and the vector import."""

@@ -1,0 +1,1 @@
+"""The library's part of the online path: safe image fetching and the metadata store."""
