@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vsearch.search import DeltaIndex, ShardSearcher, SnapshotSearcher
-from vsearch.search import shards as shards_module
+from vsearch.search import shard_searcher as shards_module
 from vsearch.search.fanout import INLINE_BUDGET_S
 
 D, N, K = 16, 300, 10
