@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from vsearch.embedding.admission import Admission
 from vsearch.embedding.partitions import (
     PartitionRecord,
     copy_embedded,
@@ -38,7 +39,7 @@ from vsearch.embedding.partitions import (
 )
 from vsearch.embedding.thumbnails import THUMB_SIDE, make_thumbnail
 from vsearch.encoders import Encoder, PixelEncoder
-from vsearch.ids import ID_SCHEME, IdAllocator, IdCollision
+from vsearch.ids import ID_SCHEME
 from vsearch.imaging import DEFAULT_MAX_PIXELS, ImageRejected, decode_image
 from vsearch.sources import FAILED, Item
 from vsearch.storage import ObjectStore
@@ -189,11 +190,10 @@ def embed_partition(
     started = time.monotonic()
     workers = default_workers() if num_workers is None else num_workers
     digest = hashlib.sha256()
-    ids_given = IdAllocator()
+    admitted = Admission(index)
+    ids, failures = admitted.ids, admitted.failures
     vectors: list[np.ndarray] = []
-    ids: list[int] = []
     meta: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
     thumbs: dict[int, bytes] = {}
     batch: list[Any] = []
     batch_rows: list[dict[str, Any]] = []
@@ -219,22 +219,14 @@ def embed_partition(
     stream = _prepared_stream(source, encode.pixel_encoder, workers, ahead, max_pixels, thumb_side)
     for prepared in stream:
         item = prepared.item
-        reason = prepared.reason
-        if reason is None:
-            try:
-                id_ = ids_given.allocate(item.key)
-            except IdCollision as e:
-                log.warning("partition %d: %s", index, e)
-                reason = e.reason
-        if reason is not None:
-            failures.append({"key": item.key, "reason": reason})
+        id_ = admitted.admit(item.key, prepared.reason)
+        if id_ < 0:
             if progress:
                 progress(1)
             continue
         extra = {k: v for k, v in item.metadata.items() if not k.startswith("_")}
         row = {k: v for k, v in extra.items() if k not in _RESERVED_META}
         batch_rows.append({**row, "id": id_, "key": item.key, "caption": item.caption})
-        ids.append(id_)
         if prepared.thumb:
             thumbs[id_] = prepared.thumb
         batch.append(prepared.pixels)
@@ -269,7 +261,7 @@ def embed_partition(
         snapshot_id,
         index,
         xb,
-        np.asarray(ids, dtype=np.int64),
+        admitted.id_array(),
         meta,
         failures,
         input_fingerprint=fingerprint,

@@ -1,8 +1,9 @@
 """The ``embed`` stage: one planned partition in, one committed embedding partition out.
 
-Images go through the run's encoder (``vsearch.embedding.worker.embed_partition``: decode
-pool, batches, failures recorded with a reason). Precomputed vectors are checked
-and written as they are. Either way the partition is committed with a
+A thin wrapper over the embedding wing (``vsearch/embedding/``): images go through
+the run's encoder (``worker.embed_partition``: decode pool, batches, failures recorded
+with a reason); precomputed vectors are checked and written as they are
+(``vector_import.import_vectors``). Either way the partition is committed with a
 fingerprint of its input, so a retry or a rerun of a finished partition does
 nothing, and ``embeddings/{snapshot}/encoder.json`` names the encoder.
 """
@@ -21,9 +22,7 @@ from vsearch.stages.run_records import StageError, read_run_record, write_encode
 from vsearch.storage import ObjectStore
 
 if TYPE_CHECKING:
-    from vsearch.embedding.partitions import PartitionRecord
     from vsearch.encoders import Encoder
-    from vsearch.sources import VectorSource
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,10 @@ def embed(
     index = int(task["partition"])
     source = open_source(task["source"], store=store, settings=settings, **task["options"])
     if isinstance(source, VectorSource):
-        done = _import_vectors(store, snapshot_id, index, source, task["spec"])
+        from vsearch.embedding.vector_import import import_vectors
+
+        done, info = import_vectors(store, snapshot_id, index, source, task["spec"])
+        write_encoder_info(store, snapshot_id, info)
     else:
         if record.encoder_spec is None:
             raise StageError(f"{snapshot_id}: the run record names no encoder for images")
@@ -103,53 +105,3 @@ def _log_progress(snapshot_id: str, index: int) -> Callable[[int], None]:
                      total / (now - started))  # fmt: skip
 
     return step
-
-
-def _import_vectors(
-    store: ObjectStore, snapshot_id: str, index: int, source: VectorSource, spec: dict[str, Any]
-) -> PartitionRecord:
-    """Check and write precomputed vectors as partition ``index``."""
-    import numpy as np
-
-    from vsearch.canonical_json import fingerprint
-    from vsearch.embedding.partitions import read_record, write_partition
-    from vsearch.ids import ID_SCHEME, IdAllocator, IdCollision
-
-    info = source.encoder_info()
-    encoder_id = f"{info.name}@{info.revision}#{info.model_id}"
-    input_fingerprint = fingerprint(["vectors", source.fingerprint(spec), encoder_id])
-    done = read_record(store, snapshot_id, index)
-    if done is not None and done.input_fingerprint == input_fingerprint:
-        write_encoder_info(store, snapshot_id, info)
-        return done
-    rows = source.rows(spec)
-    finite = np.isfinite(rows.xb).all(axis=1)
-    allocator = IdAllocator()
-    keep, ids, failures = [], [], []
-    for i, key in enumerate(rows.keys):
-        reason = None if finite[i] else "non-finite vector"
-        id_ = -1 if rows.ids is None else int(rows.ids[i])
-        if reason is None and rows.ids is not None and id_ < 0:
-            reason = "negative id"
-        if reason is None:
-            try:
-                id_ = allocator.allocate(key) if rows.ids is None else allocator.claim(id_, key)
-            except IdCollision as e:
-                reason = e.reason
-        if reason is not None:
-            failures.append({"key": key, "reason": reason})
-            continue
-        keep.append(i)
-        ids.append(id_)
-    meta = [{**rows.meta[i], "id": ids[j], "key": rows.keys[i]} for j, i in enumerate(keep)]
-    record = write_partition(
-        store, snapshot_id, index, np.ascontiguousarray(rows.xb[keep]),
-        np.asarray(ids, dtype=np.int64), meta, failures,
-        input_fingerprint=input_fingerprint, encoder_id=encoder_id,
-        stats={"items": len(rows.keys), "imported": len(keep), "id_scheme": ID_SCHEME
-               if rows.ids is None else "given"},
-    )  # fmt: skip
-    write_encoder_info(store, snapshot_id, info)
-    log.info("%s partition %d: %d vectors imported, %d refused", snapshot_id, index, len(keep),
-             len(failures))  # fmt: skip
-    return record
