@@ -12,7 +12,7 @@ import re
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from service.snapshots.registry import NotReady
+from service.snapshots.refusal import NotReady
 
 log = logging.getLogger(__name__)
 

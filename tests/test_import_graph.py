@@ -137,3 +137,102 @@ def test_the_library_imports_neither_airflow_nor_flask() -> None:
                 names = [node.module or ""]
             for n in names:
                 assert n.split(".")[0] not in ("airflow", "flask", "fastapi"), (file, n)
+
+
+# The library's layers, lowest first: a package may import its own layer and those below.
+VSEARCH_LAYERS = [
+    {"vsearch", "vsearch.canonical_json", "vsearch.strict_json", "vsearch.config", "vsearch.ids",
+     "vsearch.imaging"},
+    {"vsearch.storage", "vsearch.manifest"},
+    {"vsearch.catalog", "vsearch.encoders", "vsearch.sources", "vsearch.delta",
+     "vsearch.airflow_setup", "vsearch.serving"},
+    {"vsearch.embedding"},
+    {"vsearch.index"},
+    {"vsearch.search"},
+    {"vsearch.stages"},
+    {"vsearch.cli"},
+]  # fmt: skip
+# The service's parts, lowest first (the hot-swap subsystem knows nothing of HTTP).
+SERVICE_LAYERS = [
+    {"service", "service.snapshots"},
+    {"service.errors", "service.metrics", "service.access_log"},
+    {"service.queries"},
+    {"service.state"},
+    {"service.api"},
+    {"service.app", "service.server"},
+]
+
+
+def part_of(module: str) -> str:
+    """The layer unit of a module: ``vsearch.index.train`` -> ``vsearch.index``."""
+    return ".".join(module.split(".")[:2])
+
+
+def rank(layers: list[set[str]], unit: str) -> int:
+    for i, layer in enumerate(layers):
+        if unit in layer:
+            return i
+    raise AssertionError(f"{unit} is in no layer: add it to the layers in this test")
+
+
+def upward_imports(graph: dict[str, set[str]], layers: list[set[str]], top: str) -> list[str]:
+    found = []
+    for name, targets in graph.items():
+        if name.split(".")[0] != top:
+            continue
+        for target in targets:
+            if target.split(".")[0] != top:
+                continue
+            a, b = part_of(name), part_of(target)
+            if a != b and rank(layers, b) > rank(layers, a):
+                found.append(f"{name} -> {target}")
+    return sorted(found)
+
+
+def test_no_upward_import() -> None:
+    """A lower layer never imports a higher one: the library's subpackages in pipeline order
+    (storage below sources below embedding below index ... below the CLI), and the service's
+    parts (snapshots below errors and metrics below queries below state below the API)."""
+    graph = import_graph()
+    assert upward_imports(graph, VSEARCH_LAYERS, "vsearch") == []
+    assert upward_imports(graph, SERVICE_LAYERS, "service") == []
+
+
+def test_the_layer_check_finds_an_upward_import() -> None:
+    graph = {"vsearch.storage.local": {"vsearch.stages.sequence"}, "vsearch.stages.x": set()}
+    assert upward_imports(graph, VSEARCH_LAYERS, "vsearch") == [
+        "vsearch.storage.local -> vsearch.stages.sequence"
+    ]
+
+
+def test_no_blueprint_imports_another() -> None:
+    """Each blueprint module stands alone; what two share lives beside them (auth, parsing)."""
+    graph, files = import_graph(), module_files()
+    blueprints = {n for n, f in files.items() if n.startswith("service.")
+                  and "Blueprint(" in f.read_text()}  # fmt: skip
+    assert len(blueprints) >= 5
+    assert {n: graph[n] & blueprints for n in blueprints if graph[n] & blueprints} == {}
+
+
+def test_no_file_name_used_twice() -> None:
+    """Module and package names are unique across the product: one name, one place to look."""
+    seen: dict[str, list[str]] = {}
+    for name, file in module_files().items():
+        stem = name.rpartition(".")[2] if file.name == "__init__.py" else file.stem
+        seen.setdefault(stem, []).append(str(file.relative_to(ROOT)))
+    assert {stem: paths for stem, paths in seen.items() if len(paths) > 1} == {}
+
+
+def test_the_library_root_holds_only_what_every_layer_uses() -> None:
+    root = sorted(p.name for p in (ROOT / "vsearch").glob("*.py"))
+    assert len(root) <= 8, root
+
+
+def test_modules_are_short_or_say_why() -> None:
+    """Modules stay under 300 lines; a longer one says why at its top."""
+    long = []
+    for file in module_files().values():
+        lines = file.read_text().splitlines()
+        if len(lines) > 300 and not any("longer than 300 lines" in x for x in lines[:30]):
+            long.append(f"{file.relative_to(ROOT)}: {len(lines)}")
+    assert long == []

@@ -17,7 +17,7 @@ from service.errors import ApiError
 from service.queries.query_embedder import QueryEmbedder
 from service.snapshots.snapshot_loader import LoadedSnapshot
 from vsearch.search import DeltaIndex
-from vsearch.search.shard_searcher import VectorsUnavailable
+from vsearch.search.stored_vectors import VectorsUnavailable
 
 
 def input_vector(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.errors import ApiError
-from service.snapshots.registry import NotReady
+from service.snapshots.refusal import NotReady
 from service.snapshots.snapshot_loader import encoder_identity
 from vsearch.encoders import load_encoder, load_hint, spec_for_info
 from vsearch.encoders.encoder_base import Encoder, EncoderUnavailable

@@ -18,7 +18,7 @@ from service.snapshots.refusal import SnapshotRefused
 from vsearch.delta import parse_entry_id
 from vsearch.manifest import Manifest
 from vsearch.search import DeltaIndex, ShardSearcher, SnapshotSearcher
-from vsearch.search.shard_searcher import VectorsUnavailable
+from vsearch.search.stored_vectors import VectorsUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""``SnapshotRefused``: why a snapshot cannot be served.
+"""``SnapshotRefused``: why a snapshot cannot be served; ``NotReady``: none is served yet.
 
 Raised while loading one (``service.snapshots.snapshot_loader``, ``service.snapshots.shard_reader``,
 ``service.snapshots.canary``); the registry remembers it until CURRENT moves. Anything else
@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class SnapshotRefused(Exception):
     """The snapshot cannot be served; the message says why."""
+
+
+class NotReady(Exception):
+    """No snapshot is being served yet."""

@@ -1,14 +1,14 @@
 """The snapshot registry: load what CURRENT names, verify it, swap it in, release the old.
 
-Loading happens entirely off the request path: shards are downloaded into a
-content-addressed cache (``{cache_dir}/shards/{sha256}.index``, tmp file then
-rename), their sha256 checked against the manifest, read into faiss, and the
-metadata rows loaded; only then is the new snapshot swapped in, under a lock, in
-one assignment. Requests take a *lease* on the snapshot they start with; an old
+Longer than 300 lines because the lifecycle (poll, refuse, lease, swap, release) is one
+state under one lock; split, each part would reach into the others' fields.
+
+Loading happens entirely off the request path (``service.snapshots.snapshot_loader``:
+fetch, verify, read, canary); only then is the new snapshot swapped in, under a lock,
+in one assignment. Requests take a *lease* on the snapshot they start with; an old
 snapshot is closed (worker threads stopped, indexes freed) when it is both
-retired and unleased — never under a running request. Reading the manifest
-CURRENT names and loading that snapshot (fetch, verify, read, canary) live in
-``service.snapshots.snapshot_loader``; this module owns the lifecycle around it.
+retired and unleased — never under a running request. This module owns
+that lifecycle.
 
 A snapshot is refused — and the old one keeps serving — when its manifest is
 malformed or does not match CURRENT's sha256, an object is missing or fails its
@@ -36,18 +36,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from service.snapshots.refusal import SnapshotRefused
+from service.snapshots.refusal import NotReady, SnapshotRefused
+from service.snapshots.shard_cache import prune_shard_cache
 from service.snapshots.snapshot_loader import (
     LoadedSnapshot,
+    default_memory_budget,
     load_snapshot,
-    prune_shard_cache,
     read_manifest,
 )
 from service.snapshots.thumbnail_store import cache_key as thumbnail_cache_key
@@ -75,10 +75,6 @@ log = logging.getLogger(__name__)
 SwapListener = Callable[[LoadedSnapshot | None, LoadedSnapshot], None]
 # (snapshot): called once a retired snapshot is closed.
 ReleaseListener = Callable[[LoadedSnapshot], None]
-
-
-class NotReady(Exception):
-    """No snapshot is being served yet."""
 
 
 class SnapshotRegistry:
@@ -155,7 +151,7 @@ class SnapshotRegistry:
     @property
     def store_warnings(self) -> tuple[str, ...]:
         """Objects of the served snapshot whose store copy no longer matches its manifest
-        (served from the verified cache; see ``snapshot_loader.fetch_shard``)."""
+        (served from the verified cache; see ``shard_cache.fetch_shard``)."""
         current = self._current
         return current.store_warnings if current is not None else ()
 
@@ -284,7 +280,7 @@ class SnapshotRegistry:
         log.info("serving %s (was %s)", new.snapshot_id, old.snapshot_id if old else None)
         if old is not None and close_now:
             self._close(old)
-        self._prune_cache(new)
+        self._prune_cache(new, old)
 
     def _close(self, snap: LoadedSnapshot) -> None:
         with self._lock:
@@ -311,11 +307,12 @@ class SnapshotRegistry:
             snaps = [*self._retired, *([self._current] if self._current else [])]
             return [parse_entry_id(s.retain_from) for s in snaps]
 
-    def _prune_cache(self, new: LoadedSnapshot) -> None:
-        """Keep the shards of the new snapshot and of its predecessor (fast rollback)."""
+    def _prune_cache(self, new: LoadedSnapshot, old: LoadedSnapshot | None) -> None:
+        """Keep the shards of the new snapshot and of its predecessor (fast rollback), which
+        is already closed (and out of ``_retired``) when no request held it."""
         keep: set[str] = set()
         with self._lock:
-            for snap in [new, *self._retired]:
+            for snap in [new, *([old] if old else []), *self._retired]:
                 keep |= {s.sha256 for s in snap.manifest.shards}
                 if thumbs := thumbnail_cache_key(snap.manifest):
                     keep.add(thumbs)
@@ -328,11 +325,3 @@ class SnapshotRegistry:
         for snap in snaps:
             snap.retired = True
             self._close(snap)
-
-
-def default_memory_budget() -> int:
-    """Half of the machine's physical memory, in bytes."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
-    except (ValueError, OSError):  # pragma: no cover - non-POSIX
-        return 0

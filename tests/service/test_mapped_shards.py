@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from service.snapshots.snapshot_loader import prune_shard_cache
+from service.snapshots.shard_cache import prune_shard_cache
 from tests.service.conftest import AppFactory, BuiltSnapshot, vector_query
 from vsearch.index.structure import refine_store_bytes
 

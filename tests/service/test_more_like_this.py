@@ -2,7 +2,7 @@
 
 Regression: on the default spec (``IDMap,OPQ..,IVF..,PQ..x4fsr,Refine(SQ8)``) every
 ``id`` query of a base item answered 404, because ``IndexIDMap`` has no
-``reconstruct``; ``vsearch.search.shard_searcher.StoredVectors`` now goes through the id
+``reconstruct``; ``vsearch.search.stored_vectors.StoredVectors`` now goes through the id
 map to the finest codes the index holds.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from tests.fixtures.snapshots import sample_vectors
 from tests.service.conftest import AppFactory, BuiltSnapshot
 from vsearch.index.structure import faiss_threads
-from vsearch.search.shard_searcher import StoredVectors
+from vsearch.search.stored_vectors import StoredVectors
 
 
 def test_id_queries_on_the_default_spec_answer_the_items_neighbours(

@@ -27,12 +27,9 @@ import http.client
 import ipaddress
 import re
 import socket
-import ssl
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from vsearch.serving.address_policy import (
@@ -45,6 +42,7 @@ from vsearch.serving.address_policy import (
     default_policy,
     destinations,
 )
+from vsearch.serving.deadline_http import Deadline, DeadlinePassed, PinnedHTTP, PinnedHTTPS
 
 __all__ = [
     "METADATA_ADDRESSES",
@@ -89,119 +87,10 @@ class Fetched:
     data: bytes
 
 
-class _DeadlinePassed(TimeoutError):
-    """The fetch's time limit ran out (a TimeoutError, as a socket timeout is)."""
-
-
-class _Deadline:
-    """One time limit for a whole fetch: each blocking step may wait only what is left."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self._at = time.monotonic() + timeout_s
-
-    def remaining(self) -> float:
-        left = self._at - time.monotonic()
-        if left <= 0:
-            raise _DeadlinePassed(f"took longer than {self.timeout_s:g}s")
-        return left
-
-
-# A socket timeout bounds each call, not the fetch: http.client's buffered reads call
-# recv_into until a line or a buffer is full, so a server sending a byte every 0.5 s never
-# trips a 5 s timeout. These sockets set the timeout to what is left before every call.
-class _DeadlineSocket(socket.socket):
-    deadline: _Deadline
-
-    def connect(self, *args: Any) -> None:
-        self.settimeout(self.deadline.remaining())
-        super().connect(*args)
-
-    def recv(self, *args: Any) -> bytes:
-        self.settimeout(self.deadline.remaining())
-        return super().recv(*args)
-
-    def recv_into(self, *args: Any, **kwargs: Any) -> int:
-        self.settimeout(self.deadline.remaining())
-        return super().recv_into(*args, **kwargs)
-
-    def send(self, *args: Any) -> int:
-        self.settimeout(self.deadline.remaining())
-        return super().send(*args)
-
-    def sendall(self, *args: Any) -> None:
-        self.settimeout(self.deadline.remaining())
-        super().sendall(*args)
-
-
-class _DeadlineSSLSocket(ssl.SSLSocket):
-    """The TLS side (``recv``, ``recv_into`` and ``sendall`` go through these)."""
-
-    deadline: _Deadline
-
-    def do_handshake(self, block: bool = False) -> None:
-        self.settimeout(self.deadline.remaining())
-        super().do_handshake(block)
-
-    def read(self, len: int = 1024, buffer: Any = None) -> bytes:
-        self.settimeout(self.deadline.remaining())
-        return super().read(len, buffer)
-
-    def send(self, data: Any, flags: int = 0) -> int:
-        self.settimeout(self.deadline.remaining())
-        return super().send(data, flags)
-
-
-def _connect(addresses: Sequence[str], port: int, deadline: _Deadline) -> socket.socket:
-    """A connection to the first of ``addresses`` (every one checked) that accepts."""
-    error: OSError = OSError("no address to connect to")
-    for address in addresses:
-        family, kind, proto, _, sockaddr = socket.getaddrinfo(
-            address, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
-        )[0]
-        sock = _DeadlineSocket(family, kind, proto)
-        sock.deadline = deadline
-        try:
-            sock.connect(sockaddr)
-            return sock
-        except _DeadlinePassed:
-            sock.close()
-            raise
-        except OSError as e:
-            sock.close()
-            error = e
-    raise error
-
-
-class _PinnedHTTP(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, addresses: Sequence[str], deadline: _Deadline) -> None:
-        super().__init__(host, port)
-        self._addresses, self._deadline = addresses, deadline
-
-    def connect(self) -> None:
-        self.sock = _connect(self._addresses, self.port, self._deadline)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, addresses: Sequence[str], deadline: _Deadline) -> None:
-        self._tls = ssl.create_default_context()
-        self._tls.sslsocket_class = _DeadlineSSLSocket
-        super().__init__(host, port, context=self._tls)
-        self._addresses, self._deadline = addresses, deadline
-
-    def connect(self) -> None:
-        sock = _connect(self._addresses, self.port, self._deadline)
-        tls = self._tls.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
-        assert isinstance(tls, _DeadlineSSLSocket)
-        tls.deadline = self._deadline
-        self.sock = tls  # closed by close(), also when the handshake fails
-        tls.do_handshake()
-
-
 _LOOKUPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="safe-fetch-dns")
 
 
-def _resolve(resolver: Resolver, host: str, port: int, deadline: _Deadline) -> list[str]:
+def _resolve(resolver: Resolver, host: str, port: int, deadline: Deadline) -> list[str]:
     """``resolver(host, port)``, waited for only until the deadline: getaddrinfo has no
     timeout of its own, and a slow name server is as easy to arrange as a slow web server."""
     left = deadline.remaining()
@@ -210,7 +99,7 @@ def _resolve(resolver: Resolver, host: str, port: int, deadline: _Deadline) -> l
         return lookup.result(timeout=left)
     except TimeoutError:
         lookup.cancel()
-        raise _DeadlinePassed(f"resolving {host!r} took too long") from None
+        raise DeadlinePassed(f"resolving {host!r} took too long") from None
 
 
 # Printable ASCII that may stay as it is in a request target (the WHATWG URL standard's
@@ -241,7 +130,7 @@ def _location(value: str) -> str:
 
 
 def _check_hop(
-    url: str, policy: AddressPolicy, resolver: Resolver, trusted: TrustedHosts, deadline: _Deadline
+    url: str, policy: AddressPolicy, resolver: Resolver, trusted: TrustedHosts, deadline: Deadline
 ) -> tuple[SplitResult, str, int, list[str]]:
     try:
         parts = urlsplit(url)
@@ -257,7 +146,7 @@ def _check_hop(
         raise FetchRefused("the URL has no host")
     try:
         addresses = _resolve(resolver, host, port, deadline)
-    except _DeadlinePassed:
+    except DeadlinePassed:
         raise
     except (OSError, UnicodeError):
         raise FetchError(f"cannot resolve host {host!r}") from None
@@ -288,12 +177,12 @@ def fetch_url(
     ``timeout_s`` bounds the whole fetch, redirects included. ``trusted`` admits its
     hosts beside what ``policy`` allows, on every hop.
     """
-    deadline = _Deadline(timeout_s)
+    deadline = Deadline(timeout_s)
     try:
         for _hop in range(max_redirects + 1):
             parts, host, port, addresses = _check_hop(url, policy, resolver, trusted, deadline)
             target = _request_target(parts)
-            cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+            cls = PinnedHTTPS if parts.scheme == "https" else PinnedHTTP
             conn = cls(host, port, addresses, deadline)
             try:
                 conn.request("GET", target, headers={"User-Agent": "vsearch", "Accept": "image/*"})
