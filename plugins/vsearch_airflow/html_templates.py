@@ -1,11 +1,11 @@
 """The Jinja2 environment of the snapshots pages (``templates/``): every value escaped.
 
 A manifest is written by a pipeline run, and a source path, a caption or a run id must
-never become markup, so no template writes a value unescaped: ``finalize`` turns every
-``{{ value }}`` into escaped text, and autoescaping stays on behind it. ``finalize``
-escapes with ``html.escape`` (``&#x27;`` for a quote; markupsafe would write
-``&#39;``), and shows None as a dash. Only what a template itself rendered (a macro,
-the curve's ``<svg>``) passes as ``Markup``.
+never become markup, so no template writes a value as it is: ``finalize`` turns every
+``{{ value }}`` into escaped text (None as a dash). It escapes with ``html.escape``,
+whose ``&#x27;`` for a quote the pages have always had (markupsafe writes ``&#39;``).
+Autoescaping is on, so what a template renders itself (a macro, a block; the curve's
+``<svg>``) is ``Markup``, passed as it is, and a value is never escaped twice.
 
 Numbers are formatted by name: ``recall`` (a float with 4 decimals, as recalls are
 shown everywhere), ``ms`` (4 significant digits), ``tick`` (3, the curve's labels),
