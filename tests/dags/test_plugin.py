@@ -338,6 +338,32 @@ def test_markup_in_a_manifest_is_escaped(s3_connection: S3Store, viewer: TestCli
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
+def test_markup_in_a_report_run_record_or_error_is_escaped(
+    built: S3Store, viewer: TestClient
+) -> None:
+    """The templates escape every value, not only the manifest's: the validation report,
+    the run record, an unreadable manifest's reason, an error page's message."""
+    from vsearch_airflow.snapshot_pages import render_error, render_list
+
+    evil = "<script>alert(1)</script>"
+    report = json.loads(built.get(report_key(BUILT)))
+    report["gate"]["reason"] = f"recall {evil}"
+    built.put(report_key(BUILT), json.dumps(report).encode())
+    record = json.loads(built.get(run_record_key(BUILT)))
+    built.put(run_record_key(BUILT), json.dumps({**record, "encoder_spec": evil}).encode())
+    unreadable = [{"snapshot_id": BUILT, "status": "unreadable", "error": f"x'{evil}"}]
+    pages = [
+        viewer.get(f"/vsearch/snapshots/{BUILT}").text,
+        render_list(unreadable, f"s3://bucket/{evil}"),
+        render_error(404, f"no snapshot {evil}", f"../'{evil}"),
+    ]
+    for page in pages:
+        assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "recall &lt;script&gt;" in pages[0] and "passed" in pages[0]
+    assert "x&#x27;&lt;script&gt;" in pages[1]
+    assert "href='../&#x27;&lt;script&gt;" in pages[2]
+
+
 @pytest.mark.usefixtures("plugins_on_path")
 def test_pages_need_an_airflow_user_who_may_read_the_dag_runs(
     s3_connection: S3Store, monkeypatch: pytest.MonkeyPatch
