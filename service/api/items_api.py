@@ -7,12 +7,12 @@ it. Other replicas see it when their tailer reads it from the log.
 
 from __future__ import annotations
 
-import hmac
 import time
 
 import numpy as np
-from flask import Blueprint, Request, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
+from service.api.auth import require_api_key
 from service.api.request_bodies import json_object, parse_ids, parse_items
 from service.api.request_vectors import input_vector, prepare_vector
 from service.errors import ApiError
@@ -21,38 +21,6 @@ from service.state import ServiceState, get_state
 from vsearch.delta import DeltaEntry, DeltaWrite
 
 bp = Blueprint("items", __name__)
-
-
-def presented_api_key(req: Request) -> str:
-    """The key a request presents (X-API-Key, or Authorization: Bearer); "" for none."""
-    given = req.headers.get("X-API-Key", "")
-    auth = req.headers.get("Authorization", "")
-    if not given and auth.startswith("Bearer "):
-        given = auth[len("Bearer ") :]
-    return given
-
-
-def has_api_key(state: ServiceState, req: Request) -> bool:
-    """True with the valid key, False with none; a wrong key (or any key while none is
-    configured) is a 401."""
-    given = presented_api_key(req)
-    if not given:
-        return False
-    expected = state.settings.api_key
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(
-            401, "unauthorized", "the API key is not valid (send none for the public view)"
-        )
-    return True
-
-
-def require_api_key(state: ServiceState, req: Request) -> None:
-    expected = state.settings.api_key
-    if not expected:
-        raise ApiError(403, "writes_disabled", "writes are disabled: no API key is configured")
-    given = presented_api_key(req)
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "a valid API key is required (X-API-Key or Bearer)")
 
 
 def _append(state: ServiceState, writes: list[DeltaWrite]) -> list[DeltaEntry]:

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api.items_api import has_api_key
+from service.api.auth import has_api_key
 from service.api.openapi import openapi_document
 from service.snapshots.registry import NotReady
 from service.state import get_state
