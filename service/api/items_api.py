@@ -13,7 +13,7 @@ import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
 from service.api.auth import require_api_key
-from service.api.request_bodies import json_object, parse_ids, parse_items
+from service.api.models import DeleteRequest, UpsertRequest, WriteResult
 from service.api.request_vectors import input_vector, prepare_vector
 from service.errors import ApiError
 from service.snapshots.registry import NotReady
@@ -35,12 +35,12 @@ def _answer(
     state: ServiceState, entries: list[DeltaEntry], started: float, endpoint: str
 ) -> tuple[Response, int]:
     state.metrics.stage_seconds.labels(endpoint, "total").observe(time.perf_counter() - started)
-    body = {
-        "written": len(entries),
-        "entry_ids": [e.id for e in entries],
-        "last_id": entries[-1].id if entries else None,
-    }
-    return jsonify(body), 200
+    body = WriteResult(
+        written=len(entries),
+        entry_ids=[e.id for e in entries],
+        last_id=entries[-1].id if entries else None,
+    )
+    return jsonify(body.model_dump()), 200
 
 
 @bp.put("/v1/items")
@@ -48,7 +48,7 @@ def upsert() -> tuple[Response, int]:
     state = get_state()
     started = time.perf_counter()
     require_api_key(state, request)
-    items = parse_items(json_object(request), state.settings.max_upsert_items)
+    items = UpsertRequest.read(request, max_items=state.settings.max_upsert_items).items
     with state.registry.lease() as snap:
         writes = []
         for item in items:  # vectors, images or image URLs: never an id
@@ -69,7 +69,7 @@ def delete() -> tuple[Response, int]:
     state = get_state()
     started = time.perf_counter()
     require_api_key(state, request)
-    ids = parse_ids(json_object(request), state.settings.max_upsert_items)
+    ids = DeleteRequest.read(request, max_items=state.settings.max_upsert_items).ids
     if state.registry.current is None:  # writes become visible only once a snapshot serves
         raise NotReady(state.registry.not_ready_reason())
     writes = [DeltaWrite("delete", i) for i in dict.fromkeys(ids)]

@@ -99,6 +99,9 @@ def redact_manifest(body: dict[str, Any]) -> dict[str, Any]:
 @bp.get("/openapi.json")
 def openapi() -> tuple[Response, int]:
     state = get_state()
+    settings = state.settings
     return jsonify(
-        openapi_document(max_k=state.settings.max_k, max_items=state.settings.max_upsert_items)
+        openapi_document(
+            max_k=settings.max_k, default_k=settings.default_k, max_items=settings.max_upsert_items
+        )
     ), 200
