@@ -5,6 +5,10 @@ not a coordinate, unknown fields are refused so that typos are not ignored. JSON
 read strictly by ``parse_json`` (no NaN or Infinity; nesting too deep to parse is a
 400, not a RecursionError), strings must be valid Unicode, and metadata, which is
 stored and served back, nests at most ``MAX_METADATA_DEPTH`` levels.
+
+The request models of ``service.api.models`` run ``check_search``, ``check_items`` and
+``check_ids`` before they are built: the messages of every 400 are here, in the order
+the checks run.
 """
 
 from __future__ import annotations
