@@ -7,13 +7,13 @@ it. Other replicas see it when their tailer reads it from the log.
 
 from __future__ import annotations
 
-import hmac
 import time
 
 import numpy as np
-from flask import Blueprint, Request, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
-from service.api.request_bodies import json_object, parse_ids, parse_items
+from service.api.auth import require_api_key
+from service.api.models import DeleteRequest, UpsertRequest, WriteResult
 from service.api.request_vectors import input_vector, prepare_vector
 from service.errors import ApiError
 from service.snapshots.registry import NotReady
@@ -21,38 +21,6 @@ from service.state import ServiceState, get_state
 from vsearch.delta import DeltaEntry, DeltaWrite
 
 bp = Blueprint("items", __name__)
-
-
-def presented_api_key(req: Request) -> str:
-    """The key a request presents (X-API-Key, or Authorization: Bearer); "" for none."""
-    given = req.headers.get("X-API-Key", "")
-    auth = req.headers.get("Authorization", "")
-    if not given and auth.startswith("Bearer "):
-        given = auth[len("Bearer ") :]
-    return given
-
-
-def has_api_key(state: ServiceState, req: Request) -> bool:
-    """True with the valid key, False with none; a wrong key (or any key while none is
-    configured) is a 401."""
-    given = presented_api_key(req)
-    if not given:
-        return False
-    expected = state.settings.api_key
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(
-            401, "unauthorized", "the API key is not valid (send none for the public view)"
-        )
-    return True
-
-
-def require_api_key(state: ServiceState, req: Request) -> None:
-    expected = state.settings.api_key
-    if not expected:
-        raise ApiError(403, "writes_disabled", "writes are disabled: no API key is configured")
-    given = presented_api_key(req)
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "a valid API key is required (X-API-Key or Bearer)")
 
 
 def _append(state: ServiceState, writes: list[DeltaWrite]) -> list[DeltaEntry]:
@@ -67,12 +35,12 @@ def _answer(
     state: ServiceState, entries: list[DeltaEntry], started: float, endpoint: str
 ) -> tuple[Response, int]:
     state.metrics.stage_seconds.labels(endpoint, "total").observe(time.perf_counter() - started)
-    body = {
-        "written": len(entries),
-        "entry_ids": [e.id for e in entries],
-        "last_id": entries[-1].id if entries else None,
-    }
-    return jsonify(body), 200
+    body = WriteResult(
+        written=len(entries),
+        entry_ids=[e.id for e in entries],
+        last_id=entries[-1].id if entries else None,
+    )
+    return jsonify(body.model_dump()), 200
 
 
 @bp.put("/v1/items")
@@ -80,7 +48,7 @@ def upsert() -> tuple[Response, int]:
     state = get_state()
     started = time.perf_counter()
     require_api_key(state, request)
-    items = parse_items(json_object(request), state.settings.max_upsert_items)
+    items = UpsertRequest.read(request, max_items=state.settings.max_upsert_items).items
     with state.registry.lease() as snap:
         writes = []
         for item in items:  # vectors, images or image URLs: never an id
@@ -101,7 +69,7 @@ def delete() -> tuple[Response, int]:
     state = get_state()
     started = time.perf_counter()
     require_api_key(state, request)
-    ids = parse_ids(json_object(request), state.settings.max_upsert_items)
+    ids = DeleteRequest.read(request, max_items=state.settings.max_upsert_items).ids
     if state.registry.current is None:  # writes become visible only once a snapshot serves
         raise NotReady(state.registry.not_ready_reason())
     writes = [DeltaWrite("delete", i) for i in dict.fromkeys(ids)]

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api.items_api import has_api_key
+from service.api.auth import has_api_key
 from service.api.openapi import openapi_document
 from service.snapshots.registry import NotReady
 from service.state import get_state
@@ -99,6 +99,9 @@ def redact_manifest(body: dict[str, Any]) -> dict[str, Any]:
 @bp.get("/openapi.json")
 def openapi() -> tuple[Response, int]:
     state = get_state()
+    settings = state.settings
     return jsonify(
-        openapi_document(max_k=state.settings.max_k, max_items=state.settings.max_upsert_items)
+        openapi_document(
+            max_k=settings.max_k, default_k=settings.default_k, max_items=settings.max_upsert_items
+        )
     ), 200

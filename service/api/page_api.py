@@ -13,9 +13,11 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, send_from_directory
 
+from service.api.models import EncoderAbility, Info, Recall, SnapshotInfo
 from service.errors import ApiError
 from service.snapshots.registry import NotReady
 from service.state import get_state
+from vsearch.manifest import Manifest
 
 bp = Blueprint("page", __name__)
 STATIC = Path(__file__).resolve().parents[1] / "static"
@@ -51,41 +53,43 @@ def info() -> Response:
     whether it has thumbnails), the delta, the encoder (can it embed text?), the limits."""
     state = get_state()
     snap = state.registry.current
-    body: dict[str, Any] = {
-        "snapshot": None,
-        "delta_upserts": state.replica.delta.upserts if state.replica.delta else 0,
-        "encoder": _encoder(state),
-        "max_k": state.settings.max_k,
-        "default_k": state.settings.default_k,
-    }
+    info = Info(
+        snapshot=None if snap is None else _snapshot(snap.manifest),
+        delta_upserts=state.replica.delta.upserts if state.replica.delta else 0,
+        encoder=_encoder(state),
+        max_k=state.settings.max_k,
+        default_k=state.settings.default_k,
+    )
     if snap is None:
-        body["not_ready"] = state.registry.not_ready_reason()
-    else:
-        m = snap.manifest
-        body["snapshot"] = {
-            "snapshot_id": m.snapshot_id,
-            "created_at": m.created_at,
-            "vectors": m.ntotal,
-            "recall": {
-                "image_to_image@10": m.recall.image_to_image_at_10,
-                "text_to_image@10": m.recall.text_to_image_at_10,
-            },
-            "thumbnails": m.thumbnails.count if m.thumbnails else 0,
-            "encoder": m.encoder.name,
-        }
-    return jsonify(body)
+        info.not_ready = state.registry.not_ready_reason()
+    # exclude_unset: not_ready is there only while no snapshot serves
+    return jsonify(info.model_dump(by_alias=True, exclude_unset=True))
 
 
-def _encoder(state: Any) -> dict[str, Any]:
+def _snapshot(m: Manifest) -> SnapshotInfo:
+    return SnapshotInfo(
+        snapshot_id=m.snapshot_id,
+        created_at=m.created_at,
+        vectors=m.ntotal,
+        recall=Recall.model_validate({
+            "image_to_image@10": m.recall.image_to_image_at_10,
+            "text_to_image@10": m.recall.text_to_image_at_10,
+        }),
+        thumbnails=m.thumbnails.count if m.thumbnails else 0,
+        encoder=m.encoder.name,
+    )  # fmt: skip
+
+
+def _encoder(state: Any) -> EncoderAbility:
     """Which queries the encoder takes: images, and text only with a text tower."""
     try:
         enc = state.embedder.encoder()
     except NotReady as e:
-        return {"images": False, "text": False, "reason": str(e)}
+        return EncoderAbility(images=False, text=False, reason=str(e))
     except ApiError as e:
         if e.code == "encoder_loading":  # not known yet: the page asks again later
-            return {"images": True, "text": None, "reason": e.message}
-        return {"images": False, "text": False, "reason": e.message}
+            return EncoderAbility(images=True, text=None, reason=e.message)
+        return EncoderAbility(images=False, text=False, reason=e.message)
     if not enc.has_text:
-        return {"images": True, "text": False, "reason": f"{enc.info.name} embeds images only"}
-    return {"images": True, "text": True, "reason": None}
+        return EncoderAbility(images=True, text=False, reason=f"{enc.info.name} embeds images only")
+    return EncoderAbility(images=True, text=True, reason=None)

@@ -5,6 +5,10 @@ not a coordinate, unknown fields are refused so that typos are not ignored. JSON
 read strictly by ``parse_json`` (no NaN or Infinity; nesting too deep to parse is a
 400, not a RecursionError), strings must be valid Unicode, and metadata, which is
 stored and served back, nests at most ``MAX_METADATA_DEPTH`` levels.
+
+The request models of ``service.api.models`` run ``check_search``, ``check_items`` and
+``check_ids`` before they are built: the messages of every 400 are here, in the order
+the checks run.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import base64
 import binascii
 import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,24 +48,6 @@ ITEM_FIELDS = {"id", "vector", "vector_b64", "image", "image_b64", "image_url", 
 
 def bad(message: str, code: str = "invalid_request") -> ApiError:
     return ApiError(400, code, message)
-
-
-@dataclass(frozen=True)
-class SearchRequest:
-    kind: str  # one of QUERY_KINDS
-    value: Any  # str (text, image_url) | bytes (image) | np.ndarray (vector) | int (id)
-    k: int
-    nprobe: int | None
-    target_recall: float | None
-    exact: bool
-
-
-@dataclass(frozen=True)
-class ItemInput:
-    id: int
-    kind: str  # vector | image | image_url
-    value: Any
-    metadata: dict[str, Any] | None
 
 
 def parse_json(text: str | bytes, what: str) -> Any:
@@ -179,7 +164,8 @@ def _query(kind: str, value: Any) -> Any:
     return item_id(value)
 
 
-def _one_of(fields: dict[str, Any], kinds: tuple[str, ...], what: str) -> tuple[str, Any]:
+def _one_of(fields: dict[str, Any], kinds: tuple[str, ...], what: str) -> tuple[str, str, Any]:
+    """The one input ``fields`` hold: its kind (an alias read as its kind), name and value."""
     given = [
         (_ALIASES.get(name, name), name) for name in fields if _ALIASES.get(name, name) in kinds
     ]
@@ -188,7 +174,7 @@ def _one_of(fields: dict[str, Any], kinds: tuple[str, ...], what: str) -> tuple[
         found = ", ".join(name for _, name in given) or "none"
         raise bad(f"{what} needs exactly one of {names}; got {found}")
     kind, name = given[0]
-    return kind, fields[name]
+    return kind, name, fields[name]
 
 
 def _form_fields(request: Request) -> dict[str, Any]:
@@ -208,15 +194,21 @@ def _form_fields(request: Request) -> dict[str, Any]:
     return fields
 
 
-def parse_search(request: Request, *, max_k: int, default_k: int) -> SearchRequest:
+def search_fields(request: Request) -> dict[str, Any]:
+    """A search's fields as sent: a JSON object, or a multipart form (``_form_fields``)."""
     if request.mimetype == "multipart/form-data":
-        fields = _form_fields(request)
-    else:
-        fields = json_object(request)
+        return _form_fields(request)
+    return json_object(request)
+
+
+def check_search(fields: dict[str, Any], *, max_k: int, default_k: int) -> dict[str, Any]:
+    """The fields of a valid search, as ``service.api.models.SearchRequest`` takes them: the
+    query under the name it was sent as (an image as bytes, a vector as an array), every
+    option filled in."""
     unknown = sorted(repr(n) if not isinstance(n, str) else n for n in set(fields) - SEARCH_FIELDS)
     if unknown:
         raise bad(f"unknown field(s): {', '.join(unknown)}")
-    kind, raw = _one_of(fields, QUERY_KINDS, "a search")
+    kind, name, raw = _one_of(fields, QUERY_KINDS, "a search")
     k = _int(fields.get("k", default_k), "k", 1, max_k)
     nprobe = fields.get("nprobe")
     target = fields.get("target_recall")
@@ -231,16 +223,19 @@ def parse_search(request: Request, *, max_k: int, default_k: int) -> SearchReque
     exact = fields.get("exact", False)
     if not isinstance(exact, bool):
         raise bad("exact must be true or false")
-    return SearchRequest(kind, _query(kind, raw), k, nprobe, target, exact)
+    query = _query(kind, raw)
+    return {name: query, "k": k, "nprobe": nprobe, "target_recall": target, "exact": exact}
 
 
-def parse_items(body: dict[str, Any], max_items: int) -> list[ItemInput]:
+def check_items(body: dict[str, Any], max_items: int) -> list[dict[str, Any]]:
+    """The items of a valid upsert, as ``service.api.models.Item`` takes them: each source
+    under the name it was sent as (an image as bytes, a vector as an array)."""
     if set(body) != {"items"}:
         raise bad('the body must be {"items": [...]}')
     items = body["items"]
     if not isinstance(items, list) or not 0 < len(items) <= max_items:
         raise bad(f"items must be a list of 1 to {max_items} objects")
-    out, seen = [], set()
+    out, seen, images = [], set(), 0
     for n, item in enumerate(items):
         where = f"items[{n}]"
         if not isinstance(item, dict):
@@ -255,7 +250,7 @@ def parse_items(body: dict[str, Any], max_items: int) -> list[ItemInput]:
             raise bad(f"{where}: id {iid} appears twice in the batch")
         seen.add(iid)
         sources = {k: v for k, v in item.items() if k not in ("id", "metadata")}
-        kind, raw = _one_of(sources, ("vector", "image", "image_url"), where)
+        kind, name, raw = _one_of(sources, ("vector", "image", "image_url"), where)
         metadata = item.get("metadata")
         if metadata is not None:
             if not isinstance(metadata, dict):
@@ -271,13 +266,14 @@ def parse_items(body: dict[str, Any], max_items: int) -> list[ItemInput]:
                 raise bad(f"{where}.metadata is over {MAX_METADATA_BYTES} bytes")
             if _nesting(metadata) > MAX_METADATA_DEPTH:
                 raise bad(deep)
-        out.append(ItemInput(iid, kind, _query(kind, raw), metadata))
-    if sum(item.kind != "vector" for item in out) > MAX_IMAGE_ITEMS:
+        out.append({"id": iid, name: _query(kind, raw), "metadata": metadata})
+        images += kind != "vector"
+    if images > MAX_IMAGE_ITEMS:
         raise bad(f"at most {MAX_IMAGE_ITEMS} items per request may be images or image URLs")
     return out
 
 
-def parse_ids(body: dict[str, Any], max_items: int) -> list[int]:
+def check_ids(body: dict[str, Any], max_items: int) -> list[int]:
     if set(body) != {"ids"}:
         raise bad('the body must be {"ids": [...]}')
     ids = body["ids"]

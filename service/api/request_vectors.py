@@ -1,6 +1,6 @@
 """Request inputs to vectors: the one path from what a search or an upsert sends to what it uses.
 
-An input is a ``(kind, value)`` pair as ``service.api.request_bodies`` parses it: ``vector``
+An input is a ``(kind, value)`` pair as ``service.api.models`` gives it: ``vector``
 (an array), ``image`` (bytes), ``image_url`` and ``text`` (str, through the
 query embedder) or ``id`` (an item's stored vector, delta first). Whatever the
 kind, the vector is checked against the snapshot's dimension and L2-normalised

@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, request
 
-from service.api.request_bodies import SearchRequest, finite_or_none, parse_search
+from service.api.models import SearchRequest
+from service.api.request_bodies import finite_or_none
 from service.api.request_vectors import input_vector
 from service.errors import ApiError
 from service.snapshots.registry import LoadedSnapshot
@@ -56,7 +57,7 @@ def search() -> Response:
     state = get_state()
     stages = state.metrics.search_stages
     t0 = time.perf_counter()
-    q = parse_search(request, max_k=state.settings.max_k, default_k=state.settings.default_k)
+    q = SearchRequest.read(request, max_k=state.settings.max_k, default_k=state.settings.default_k)
     t1 = time.perf_counter()
     with state.registry.lease() as snap:
         delta = state.replica.delta
@@ -100,8 +101,8 @@ def answer(
     nprobe: int | None,
     t0: float,
 ) -> bytes:
-    """The JSON answer: base metadata spliced in as the store holds it (orjson.Fragment),
-    never parsed here."""
+    """The JSON answer (the document's SearchResult): base metadata spliced in as the store
+    holds it (orjson.Fragment), never parsed here; no model is built per search."""
 
     def meta(h: Hit) -> Any:
         if h.source == "delta":
