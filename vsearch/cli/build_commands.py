@@ -77,11 +77,11 @@ def validation_options(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_trained(store: ObjectStore, snapshot_id: str, key: str) -> None:
-    from vsearch.index.train import read_trained_record
+    from vsearch.index.trained_record import read_trained_record
 
     record = read_trained_record(store, snapshot_id)
-    click.echo(f"{key}: {record['spec']['factory']} ({record['n_train']} training vectors)")
-    for reason in record["spec"]["reasons"]:
+    click.echo(f"{key}: {record.spec.factory} ({record.n_train} training vectors)")
+    for reason in record.spec.reasons:
         click.echo(f"  - {reason}")
 
 

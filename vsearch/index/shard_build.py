@@ -25,7 +25,7 @@ from vsearch.index.layout import (
 )
 from vsearch.index.partition_vectors import inventory, iter_vectors
 from vsearch.index.structure import get_index, put_index, refine_store_bytes
-from vsearch.index.train import read_trained_record
+from vsearch.index.trained_record import read_trained_record
 from vsearch.storage import ObjectNotFound, ObjectStore, get_json, put_json
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) 
         raise ValueError(f"shard must be in [0, {nshards}), got {shard}")
     trained = read_trained_record(store, snapshot_id)
     inv = inventory(store, snapshot_id)
-    inputs = {"trained": trained["sha256"], "partitions": inv.fingerprint(), "nshards": nshards}
+    inputs = {"trained": trained.sha256, "partitions": inv.fingerprint(), "nshards": nshards}
     fingerprint = json_fingerprint(inputs)
     key, record_key = shard_key(snapshot_id, shard), shard_record_key(snapshot_id, shard)
     record = get_json(store, record_key)
@@ -87,7 +87,7 @@ def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) 
             "shard": shard,
             "nshards": nshards,
             "input_fingerprint": fingerprint,
-            "trained_sha256": trained["sha256"],
+            "trained_sha256": trained.sha256,
             # Re-ranking codes: the part the service may leave on disk (memory-mapped).
             "refine_bytes": refine_store_bytes(index),
             "add_seconds": round(seconds, 3),
@@ -126,7 +126,7 @@ def read_shard_records(
         rec = found.get(j)
         if rec is None or rec["nshards"] != nshards:
             raise ObjectNotFound(f"{snapshot_id}: shard {j} of {nshards} is not built")
-        if rec["trained_sha256"] != trained["sha256"]:
+        if rec["trained_sha256"] != trained.sha256:
             raise ValueError(
                 f"{snapshot_id}: shard {j} was built from another trained index; rebuild it"
             )

@@ -15,6 +15,7 @@ so a retry skips what is done and rewrites nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -208,7 +209,7 @@ def _write_upserts(
 def _copy_trained_index(store: ObjectStore, base: Manifest, snapshot_id: str) -> None:
     """The trained (empty) index the live manifest names, and its record, under the new id."""
     from vsearch.index.layout import trained_key, trained_record_key
-    from vsearch.index.train import read_trained_record
+    from vsearch.index.trained_record import read_trained_record
     from vsearch.storage import put_if_changed, put_json_if_changed
 
     trained = base.index.trained
@@ -218,6 +219,9 @@ def _copy_trained_index(store: ObjectStore, base: Manifest, snapshot_id: str) ->
     if hashlib.sha256(data).hexdigest() != trained.sha256 or len(data) != trained.bytes:
         raise StageError(f"{trained.uri} does not match {base.snapshot_id}'s manifest")
     put_if_changed(store, trained_key(snapshot_id), data)
-    record = read_trained_record(store, base.snapshot_id)
-    record.update(snapshot_id=snapshot_id, reused_from=base.snapshot_id)
-    put_json_if_changed(store, trained_record_key(snapshot_id), record)
+    record = dataclasses.replace(
+        read_trained_record(store, base.snapshot_id),
+        snapshot_id=snapshot_id,
+        reused_from=base.snapshot_id,
+    )
+    put_json_if_changed(store, trained_record_key(snapshot_id), record.to_dict())
