@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -30,16 +30,24 @@ from vsearch.storage import ObjectNotFound, ObjectStore, get_json, put_json
 
 log = logging.getLogger(__name__)
 
-# The fields of a ShardInfo; the rest of the record is for the report.
-SHARD_FIELDS = ("uri", "sha256", "bytes", "ntotal", "id_range")
 EMPTY_ID_RANGE = [-1, -1]  # an empty shard holds no id
+
+
+class ShardResult(TypedDict):
+    """A built shard: the fields of a ``vsearch.manifest.ShardInfo``."""
+
+    uri: str  # the shard's key
+    sha256: str
+    bytes: int
+    ntotal: int
+    id_range: list[int]  # [min, max]; [-1, -1] when empty
 
 
 class DuplicateIds(ValueError):
     """The same id appears more than once in the snapshot's embeddings."""
 
 
-def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) -> dict[str, Any]:
+def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) -> ShardResult:
     """Add the shard's vectors to a copy of the trained index and write it.
 
     Returns the fields of a ``vsearch.manifest.ShardInfo``: ``uri``, ``sha256``,
@@ -55,7 +63,13 @@ def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) 
     record = get_json(store, record_key)
     if record and record["input_fingerprint"] == fingerprint and _intact(store, record):
         log.info("%s: already built from the same inputs", key)
-        return {f: record[f] for f in SHARD_FIELDS}
+        return ShardResult(
+            uri=record["uri"],
+            sha256=record["sha256"],
+            bytes=record["bytes"],
+            ntotal=record["ntotal"],
+            id_range=record["id_range"],
+        )
 
     index = get_index(store, trained_key(snapshot_id))
     if index.ntotal:
@@ -72,13 +86,10 @@ def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) 
     seconds = time.perf_counter() - started
     info = put_index(store, key, index)
     id_range = [int(all_ids.min()), int(all_ids.max())] if len(all_ids) else EMPTY_ID_RANGE
-    result = {
-        "uri": key,
-        "sha256": info.sha256,
-        "bytes": info.size,
-        "ntotal": int(index.ntotal),
-        "id_range": id_range,
-    }
+    assert info.sha256 is not None
+    result = ShardResult(
+        uri=key, sha256=info.sha256, bytes=info.size, ntotal=int(index.ntotal), id_range=id_range
+    )
     put_json(
         store,
         record_key,

@@ -19,9 +19,10 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vsearch.config import Settings
+from vsearch.stages.contracts import CompactSummary
 from vsearch.stages.run_records import (
     RunRecord,
     StageError,
@@ -60,7 +61,7 @@ def latest_writes(entries: Sequence[DeltaEntry]) -> dict[int, DeltaEntry]:
 
 def compact(
     store: ObjectStore, snapshot_id: str, *, settings: Settings | None = None
-) -> dict[str, Any]:
+) -> CompactSummary:
     """Write the partitions of ``snapshot_id`` = live snapshot + delta, and its trained index.
 
     Returns a summary: the base snapshot, the watermark, the counts, and the keys of
@@ -108,17 +109,17 @@ def compact(
         ),
     )
     write_encoder_info(store, snapshot_id, base.encoder)
-    summary = {
-        "snapshot_id": snapshot_id,
-        "base_snapshot_id": base.snapshot_id,
-        "delta_watermark": watermark,
-        "entries": len(entries),
-        "kept": kept,
-        "upserts": len(upserts),
-        "deletes": sum(1 for e in changed.values() if e.op == "delete"),
-        "run_record": run_record_key(snapshot_id),
-        "trained": trained_key(snapshot_id),
-    }
+    summary = CompactSummary(
+        snapshot_id=snapshot_id,
+        base_snapshot_id=base.snapshot_id,
+        delta_watermark=watermark,
+        entries=len(entries),
+        kept=kept,
+        upserts=len(upserts),
+        deletes=sum(1 for e in changed.values() if e.op == "delete"),
+        run_record=run_record_key(snapshot_id),
+        trained=trained_key(snapshot_id),
+    )
     log.info("folded delta into %s: %s", snapshot_id, summary)
     return summary
 

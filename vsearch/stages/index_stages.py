@@ -9,11 +9,11 @@ same defaults. faiss is imported by the functions below, not by this module.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
-from typing import Any, Unpack
+from typing import Unpack
 
 from vsearch.config import Settings
 from vsearch.index.options import IndexOptions, IndexOverrides
+from vsearch.stages.contracts import PublishOutcome, ShardResult
 from vsearch.stages.run_records import (
     find_run_record,
     read_encoder_info,
@@ -60,7 +60,7 @@ def build_shard(
     nshards: int | None = None,
     *,
     settings: Settings | None = None,
-) -> dict[str, Any]:
+) -> ShardResult:
     """Add shard ``shard``'s vectors to a copy of the trained index; returns its
     ``{uri, sha256, bytes, ntotal, id_range}`` (``uri`` is the shard's key)."""
     from vsearch.index.shard_build import build_shard as build
@@ -136,11 +136,11 @@ def _write_caption_queries(store: ObjectStore, snapshot_id: str, settings: Setti
     return True
 
 
-def publish(store: ObjectStore, snapshot_id: str, *, force: bool = False) -> dict[str, Any]:
+def publish(store: ObjectStore, snapshot_id: str, *, force: bool = False) -> PublishOutcome:
     """Assemble the manifest from the run record, the report and the shards, verify every
     object, and move CURRENT to it (not backwards unless ``force``).
 
-    Returns ``{"key": manifest key, "moved", "message", ...}`` (``PublishResult``).
+    Returns the manifest's key and the ``PublishResult``'s fields (moved or not, and why).
     """
     from vsearch.catalog import manifest_key
     from vsearch.index.assemble import publish_built_snapshot
@@ -166,4 +166,6 @@ def publish(store: ObjectStore, snapshot_id: str, *, force: bool = False) -> dic
         inv=inv,
     )
     log.info("%s: %s", snapshot_id, result.message)
-    return {"key": manifest_key(snapshot_id), **asdict(result)}
+    return PublishOutcome(key=manifest_key(snapshot_id), snapshot_id=result.snapshot_id,
+                          current=result.current, moved=result.moved,
+                          message=result.message)  # fmt: skip
