@@ -160,7 +160,7 @@ def build_ours(xb: np.ndarray, budget: float, max_ms: float, k_factor: int, work
     store = LocalStore(work / "store")
     write_partitions(store, SID, xb)
     start = time.perf_counter()
-    train_index(store, SID, bytes_per_vector_budget=budget, max_query_ms=max_ms, device="cpu",
+    train_index(store, SID, bytes_per_vector=budget, max_query_ms=max_ms, device="cpu",
                 k_factor=k_factor)  # fmt: skip
     train_s = time.perf_counter() - start
     shard = build_shard(store, SID, 0, 1)

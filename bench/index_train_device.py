@@ -41,7 +41,7 @@ from vsearch.index import kmeans as kmeans_module
 from vsearch.index.evaluate import recall_at
 from vsearch.index.kmeans import torch_cuda
 from vsearch.index.structure import search_params
-from vsearch.index.train import read_trained_record
+from vsearch.index.trained_record import read_trained_record
 from vsearch.storage import LocalStore
 
 
@@ -61,13 +61,13 @@ def run(store: LocalStore, sid: str, device: str, factory: str | None, xq, gt, n
     record = read_trained_record(store, sid)
     shard = build_shard(store, sid, 0, 1)
     index = faiss.read_index(str(store.root / shard["uri"]))
-    spec = record["spec"]
-    probe = nprobe or min(16, spec.get("nlist") or 1)
+    spec = record.spec
+    probe = nprobe or min(16, spec.nlist or 1)
     _, found = index.search(xq, 10, params=search_params(index, probe))
     return {
-        "device": f"{device} (ran on {record['device']}, k-means {record['kmeans']})",
-        "spec": spec["factory"],
-        "train vectors": record["n_train"],
+        "device": f"{device} (ran on {record.device}, k-means {record.kmeans})",
+        "spec": spec.factory,
+        "train vectors": record.n_train,
         "train s": seconds,
         "nprobe": probe,
         "recall@10": recall_at(found, gt, 10),

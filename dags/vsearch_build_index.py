@@ -13,7 +13,7 @@ param defaults to its VSEARCH_* setting, as in the CLI.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from airflow.sdk import Param, dag, get_current_context, task
 
@@ -21,6 +21,9 @@ from vsearch.config import Settings
 from vsearch_airflow.operators import PublishSnapshotOperator
 from vsearch_dags import CURRENT_SNAPSHOT, DEFAULT_ARGS
 from vsearch_dags.tasks import build_shard, plan_shards, validate_snapshot
+
+if TYPE_CHECKING:
+    from vsearch.stages.contracts import EmbedResult, Task
 
 SETTINGS = Settings.load()  # VSEARCH_* from the environment only: cheap at parse time
 
@@ -91,7 +94,7 @@ def vsearch_build_index() -> None:
     from vsearch_airflow.operators import run_info, run_stage, snapshot_id_from_context
 
     @task
-    def plan_partitions() -> list[dict[str, Any]]:
+    def plan_partitions() -> list[Task]:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from vsearch import stages
@@ -117,15 +120,15 @@ def vsearch_build_index() -> None:
             run=run_info(ctx),
         )
 
-    @task
-    def fetch_partition(spec: dict[str, Any]) -> dict[str, Any]:
+    @task(multiple_outputs=True)
+    def fetch_partition(spec: Task) -> Task:
         from vsearch import stages
 
         store = VsearchStoreHook.for_params(get_current_context()["params"])
         return run_stage(stages.fetch, store, spec)
 
-    @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool)
-    def embed_partition(spec: dict[str, Any]) -> dict[str, Any]:
+    @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool, multiple_outputs=True)
+    def embed_partition(spec: Task) -> EmbedResult:
         from vsearch import stages
 
         ctx = get_current_context()
@@ -133,7 +136,7 @@ def vsearch_build_index() -> None:
         return run_stage(stages.embed, store, snapshot_id_from_context(ctx), spec)
 
     @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool)
-    def train_index(partitions: list[dict[str, Any]]) -> str:
+    def train_index(partitions: list[EmbedResult]) -> str:
         from vsearch import stages
 
         ctx = get_current_context()

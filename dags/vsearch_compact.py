@@ -13,7 +13,7 @@ logical date with the tag ``-c`` (it sorts after that date's full build).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from airflow.sdk import Param, dag, get_current_context, task
 
@@ -21,6 +21,9 @@ from vsearch.config import Settings
 from vsearch_airflow.operators import PublishSnapshotOperator
 from vsearch_dags import COMPACT_TAG, CURRENT_SNAPSHOT, DEFAULT_ARGS
 from vsearch_dags.tasks import build_shard, plan_shards, validate_snapshot
+
+if TYPE_CHECKING:
+    from vsearch.stages.contracts import CompactSummary
 
 SETTINGS = Settings.load()  # VSEARCH_* from the environment only: cheap at parse time
 
@@ -59,8 +62,8 @@ def vsearch_compact() -> None:
         backlog = run_stage(stages.delta_backlog, VsearchStoreHook.for_params(p))
         return bool(backlog >= p["min_entries"])
 
-    @task
-    def fold_delta() -> dict[str, Any]:
+    @task(multiple_outputs=True)
+    def fold_delta() -> CompactSummary:
         from vsearch import stages
 
         ctx = get_current_context()

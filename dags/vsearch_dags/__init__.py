@@ -2,7 +2,10 @@
 
 Airflow puts the DAG folder on ``sys.path`` (the bundle path), so DAG files import
 this package; ``.airflowignore`` keeps the DAG processor from parsing it as DAGs.
-Nothing heavy is imported here: DAG files are parsed every few seconds.
+Nothing heavy is imported here: DAG files are parsed every few seconds. So the stage
+contracts (``vsearch.stages.contracts``) are imported for type checking only, and a
+task returning one of those dicts says ``multiple_outputs=True``, which Airflow cannot
+infer from a name it cannot resolve (as it did from ``dict[str, Any]``).
 """
 
 from __future__ import annotations

@@ -6,12 +6,15 @@ snapshots (no tag) from compaction's (``COMPACT_TAG``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import get_current_context, task
 
 from vsearch_airflow.hooks import VsearchStoreHook
 from vsearch_airflow.operators import run_stage, snapshot_id_from_context
+
+if TYPE_CHECKING:
+    from vsearch.stages.contracts import ShardResult
 
 
 @task
@@ -20,8 +23,8 @@ def plan_shards(upstream: Any) -> list[int]:
     return list(range(get_current_context()["params"]["nshards"]))
 
 
-@task
-def build_shard(shard: int, snapshot_tag: str | None = None) -> dict[str, Any]:
+@task(multiple_outputs=True)
+def build_shard(shard: int, snapshot_tag: str | None = None) -> ShardResult:
     from vsearch import stages
 
     ctx = get_current_context()
@@ -31,7 +34,7 @@ def build_shard(shard: int, snapshot_tag: str | None = None) -> dict[str, Any]:
 
 
 @task
-def validate_snapshot(shards: list[dict[str, Any]], snapshot_tag: str | None = None) -> str:
+def validate_snapshot(shards: list[ShardResult], snapshot_tag: str | None = None) -> str:
     """The recall gate. Its failure is deterministic, so it fails the run without retries."""
     from vsearch import stages
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vsearch import stages
 from vsearch.embedding.partitions import write_partition
 from vsearch.index.synthetic import clustered_vectors, text_queries
+from vsearch.index.trained_record import read_trained_record as read_trained
 from vsearch.manifest import EncoderInfo, Lineage
 from vsearch.storage import ObjectStore
 
@@ -91,3 +93,8 @@ def planned(
     for task in stages.plan(store, snapshot_id, [str(folder)], run={"dag_id": "test_dag"}):
         stages.embed(store, snapshot_id, task)
     return xb, ids
+
+
+def read_trained_record(store: ObjectStore, snapshot_id: str = SID) -> dict[str, Any]:
+    """The trained record as stored (its JSON fields), read through the typed record."""
+    return read_trained(store, snapshot_id).to_dict()

@@ -9,11 +9,10 @@ import faiss
 import numpy as np
 import pytest
 
-from tests.index.snapshots import SID, write_snapshot
+from tests.index.snapshots import SID, read_trained_record, write_snapshot
 from vsearch.index import GpuUnavailable, train_index
 from vsearch.index.layout import trained_key, unit_hash
 from vsearch.index.partition_vectors import held_out_fraction, held_out_queries, inventory, sample
-from vsearch.index.train import read_trained_record
 from vsearch.storage import LocalStore
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from vsearch.cli import Context
 from vsearch.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from vsearch.stages.contracts import TrainOptions, ValidateOptions
 
 pass_context = click.make_pass_decorator(Context)
 
@@ -54,7 +57,8 @@ validate_options = _options(
 )
 
 
-def train_options(opts: dict[str, Any]) -> dict[str, Any]:
+def train_options(opts: dict[str, Any]) -> TrainOptions:
+    """The ``spec_options`` given, as overrides of the index settings."""
     return {
         "factory": opts["factory"],
         "bytes_per_vector": opts["budget"],
@@ -67,7 +71,7 @@ def train_options(opts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def validation_options(opts: dict[str, Any]) -> dict[str, Any]:
+def validation_options(opts: dict[str, Any]) -> ValidateOptions:
     return {
         "target_recall": opts["target_recall"],
         "nq": opts["nq"],
@@ -77,11 +81,11 @@ def validation_options(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_trained(store: ObjectStore, snapshot_id: str, key: str) -> None:
-    from vsearch.index.train import read_trained_record
+    from vsearch.index.trained_record import read_trained_record
 
     record = read_trained_record(store, snapshot_id)
-    click.echo(f"{key}: {record['spec']['factory']} ({record['n_train']} training vectors)")
-    for reason in record["spec"]["reasons"]:
+    click.echo(f"{key}: {record.spec.factory} ({record.n_train} training vectors)")
+    for reason in record.spec.reasons:
         click.echo(f"  - {reason}")
 
 

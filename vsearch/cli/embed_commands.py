@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from vsearch.cli import Context
 from vsearch.storage import ObjectStore
 
+if TYPE_CHECKING:
+    from vsearch.stages.contracts import Task
+
 pass_context = click.make_pass_decorator(Context)
 
 
-def _pick(tasks: list[dict[str, Any]], wanted: tuple[int, ...]) -> list[dict[str, Any]]:
+def _pick(tasks: list[Task], wanted: tuple[int, ...]) -> list[Task]:
     if not wanted:
         return tasks
     missing = sorted(set(wanted) - {t["partition"] for t in tasks})
@@ -27,7 +30,7 @@ def _reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{r}: {n}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def task_size(task: dict[str, Any]) -> int | None:
+def task_size(task: Task) -> int | None:
     spec = task["spec"]
     return spec["stop"] - spec["start"] if "stop" in spec else None
 

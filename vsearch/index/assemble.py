@@ -15,7 +15,7 @@ from vsearch.catalog import PublishResult, list_snapshots, publish_snapshot
 from vsearch.delta.watermarks import LOG_ORIGIN
 from vsearch.embedding.partitions import PartitionRecord, partition_keys
 from vsearch.index.layout import report_key
-from vsearch.index.partition_vectors import inventory
+from vsearch.index.partition_vectors import Inventory, inventory
 from vsearch.index.report import read_report
 from vsearch.index.validate import RecallGateFailed
 from vsearch.manifest import (
@@ -51,19 +51,6 @@ def previous_snapshot_for(store: ObjectStore, snapshot_id: str) -> str | None:
     return older[-1] if older else None
 
 
-def lineage_from_partitions(
-    store: ObjectStore,
-    snapshot_id: str,
-    *,
-    dag_id: str | None = None,
-    run_id: str | None = None,
-    sources: tuple[str, ...] = (),
-) -> Lineage:
-    """Item and failure counts from the partitions' commit records."""
-    inv = inventory(store, snapshot_id)
-    return Lineage(dag_id, run_id, sources, inv.n, inv.failures)
-
-
 def build_manifest(
     store: ObjectStore,
     snapshot_id: str,
@@ -73,8 +60,12 @@ def build_manifest(
     previous_snapshot_id: str | None = None,
     delta_watermark: str = LOG_ORIGIN,
     created_at: str | None = None,
+    inv: Inventory | None = None,
 ) -> Manifest:
-    """The manifest of a validated snapshot; raises RecallGateFailed if its gate failed."""
+    """The manifest of a validated snapshot; raises RecallGateFailed if its gate failed.
+
+    ``inv``: the partitions' inventory, when the caller has read it already.
+    """
     report = read_report(store, snapshot_id)
     if not report.gate.passed:
         raise RecallGateFailed(
@@ -95,7 +86,7 @@ def build_manifest(
         trained=ObjectRef(trained.uri, trained.sha256, trained.bytes),
     )
     shards = tuple(ShardInfo(s.uri, s.sha256, s.bytes, s.ntotal, s.id_range) for s in report.shards)
-    inv = inventory(store, snapshot_id)
+    inv = inv or inventory(store, snapshot_id)
     files = []
     for record in inv.records:
         meta = partition_keys(snapshot_id, record.index).meta
@@ -158,6 +149,7 @@ def publish_built_snapshot(
     delta_watermark: str = LOG_ORIGIN,
     force: bool = False,
     created_at: str | None = None,
+    inv: Inventory | None = None,
 ) -> PublishResult:
     """Assemble the manifest from report.json and the shards, then ``publish_snapshot``
     (which verifies every object's size and sha256 before CURRENT moves)."""
@@ -169,5 +161,6 @@ def publish_built_snapshot(
         previous_snapshot_id=previous_snapshot_id,
         delta_watermark=delta_watermark,
         created_at=created_at,
+        inv=inv,
     )
     return publish_snapshot(store, manifest, force=force)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -25,21 +25,29 @@ from vsearch.index.layout import (
 )
 from vsearch.index.partition_vectors import inventory, iter_vectors
 from vsearch.index.structure import get_index, put_index, refine_store_bytes
-from vsearch.index.train import read_trained_record
+from vsearch.index.trained_record import read_trained_record
 from vsearch.storage import ObjectNotFound, ObjectStore, get_json, put_json
 
 log = logging.getLogger(__name__)
 
-# The fields of a ShardInfo; the rest of the record is for the report.
-SHARD_FIELDS = ("uri", "sha256", "bytes", "ntotal", "id_range")
 EMPTY_ID_RANGE = [-1, -1]  # an empty shard holds no id
+
+
+class ShardResult(TypedDict):
+    """A built shard: the fields of a ``vsearch.manifest.ShardInfo``."""
+
+    uri: str  # the shard's key
+    sha256: str
+    bytes: int
+    ntotal: int
+    id_range: list[int]  # [min, max]; [-1, -1] when empty
 
 
 class DuplicateIds(ValueError):
     """The same id appears more than once in the snapshot's embeddings."""
 
 
-def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) -> dict[str, Any]:
+def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) -> ShardResult:
     """Add the shard's vectors to a copy of the trained index and write it.
 
     Returns the fields of a ``vsearch.manifest.ShardInfo``: ``uri``, ``sha256``,
@@ -49,13 +57,19 @@ def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) 
         raise ValueError(f"shard must be in [0, {nshards}), got {shard}")
     trained = read_trained_record(store, snapshot_id)
     inv = inventory(store, snapshot_id)
-    inputs = {"trained": trained["sha256"], "partitions": inv.fingerprint(), "nshards": nshards}
+    inputs = {"trained": trained.sha256, "partitions": inv.fingerprint(), "nshards": nshards}
     fingerprint = json_fingerprint(inputs)
     key, record_key = shard_key(snapshot_id, shard), shard_record_key(snapshot_id, shard)
     record = get_json(store, record_key)
     if record and record["input_fingerprint"] == fingerprint and _intact(store, record):
         log.info("%s: already built from the same inputs", key)
-        return {f: record[f] for f in SHARD_FIELDS}
+        return ShardResult(
+            uri=record["uri"],
+            sha256=record["sha256"],
+            bytes=record["bytes"],
+            ntotal=record["ntotal"],
+            id_range=record["id_range"],
+        )
 
     index = get_index(store, trained_key(snapshot_id))
     if index.ntotal:
@@ -72,13 +86,10 @@ def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) 
     seconds = time.perf_counter() - started
     info = put_index(store, key, index)
     id_range = [int(all_ids.min()), int(all_ids.max())] if len(all_ids) else EMPTY_ID_RANGE
-    result = {
-        "uri": key,
-        "sha256": info.sha256,
-        "bytes": info.size,
-        "ntotal": int(index.ntotal),
-        "id_range": id_range,
-    }
+    assert info.sha256 is not None
+    result = ShardResult(
+        uri=key, sha256=info.sha256, bytes=info.size, ntotal=int(index.ntotal), id_range=id_range
+    )
     put_json(
         store,
         record_key,
@@ -87,7 +98,7 @@ def build_shard(store: ObjectStore, snapshot_id: str, shard: int, nshards: int) 
             "shard": shard,
             "nshards": nshards,
             "input_fingerprint": fingerprint,
-            "trained_sha256": trained["sha256"],
+            "trained_sha256": trained.sha256,
             # Re-ranking codes: the part the service may leave on disk (memory-mapped).
             "refine_bytes": refine_store_bytes(index),
             "add_seconds": round(seconds, 3),
@@ -126,7 +137,7 @@ def read_shard_records(
         rec = found.get(j)
         if rec is None or rec["nshards"] != nshards:
             raise ObjectNotFound(f"{snapshot_id}: shard {j} of {nshards} is not built")
-        if rec["trained_sha256"] != trained["sha256"]:
+        if rec["trained_sha256"] != trained.sha256:
             raise ValueError(
                 f"{snapshot_id}: shard {j} was built from another trained index; rebuild it"
             )

@@ -34,19 +34,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
+from vsearch.config import Settings
 from vsearch.index.cost import REFINE_BYTES_PER_DIM
 from vsearch.index.families import MIB, Budget, Family, families, mib
 
 Metric = Literal["ip", "l2"]
 
-DEFAULT_BYTES_PER_VECTOR = 48.0
-DEFAULT_MAX_QUERY_MS = 1.0
-# A process with the query service's modules and its EfficientNet-Lite0 encoder holds
-# ~250 MiB before any index (bench/results/index_cost_model.md): an index smaller
-# than that is never a reason to compress.
-DEFAULT_MEMORY_FLOOR_MB = 256.0
+# The budgets' defaults are the settings' (vsearch.config). A process with the query
+# service's modules and its EfficientNet-Lite0 encoder holds ~250 MiB before any index
+# (bench/results/index_cost_model.md): an index smaller than the memory floor is never
+# a reason to compress.
+DEFAULT_BYTES_PER_VECTOR: Final = Settings.index_bytes_per_vector
+DEFAULT_MAX_QUERY_MS: Final = Settings.index_max_query_ms
+DEFAULT_MEMORY_FLOOR_MB: Final = Settings.index_memory_floor_mb
 MAX_TRAIN = 500_000
 # Re-ranking shortlist: k_factor * k candidates from the PQ scan. On Fashion-MNIST
 # (784-d, 13 B of codes) recall@10 at nprobe 8 was 0.68 / 0.91 / 0.956 / 0.964 for

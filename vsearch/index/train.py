@@ -17,28 +17,28 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Literal
+from typing import Any, Unpack
 
 import numpy as np
 
 from vsearch.canonical_json import fingerprint as json_fingerprint
-from vsearch.index.layout import trained_key, trained_record_key
+from vsearch.index.layout import trained_key
+from vsearch.index.options import Device, IndexOptions, IndexOverrides
 from vsearch.index.partition_vectors import Inventory, inventory, iter_vectors, training_sample
-from vsearch.index.spec import (
-    DEFAULT_K_FACTOR,
-    DEFAULT_MEMORY_FLOOR_MB,
-    IndexSpec,
-    Metric,
-    choose_spec,
-    spec_from_factory,
-)
+from vsearch.index.spec import IndexSpec, Metric, choose_spec, spec_from_factory
 from vsearch.index.structure import layers, put_index
-from vsearch.storage import ObjectStore, get_json, put_json
+from vsearch.index.trained_record import (
+    TrainedRecord,
+    find_trained_record,
+    read_trained_record,
+    write_trained_record,
+)
+from vsearch.storage import ObjectStore
+
+__all__ = ["GpuUnavailable", "read_trained_record", "resolve_spec", "train_index"]
 
 log = logging.getLogger(__name__)
 
-Device = Literal["auto", "cpu", "gpu"]
-DEFAULT_NQ = 1000  # held-out queries reserved for validation
 # faiss's OPQ default is 50 iterations; 10 reach the recall goal in
 # bench/index_bench.py at a fifth of the cost (OPQ dominates CPU training time).
 OPQ_NITER = 10
@@ -56,64 +56,40 @@ def detect_metric(store: ObjectStore, inv: Inventory) -> Metric:
     return "ip"  # pragma: no cover - inventory() refuses an empty snapshot
 
 
-def resolve_spec(
-    inv: Inventory,
-    *,
-    factory: str | None,
-    bytes_per_vector_budget: float,
-    max_query_ms: float,
-    metric: Metric,
-    nshards: int,
-    k_factor: int = DEFAULT_K_FACTOR,
-    memory_floor_mb: float = DEFAULT_MEMORY_FLOOR_MB,
-) -> IndexSpec:
-    if factory:
-        return spec_from_factory(factory, inv.n, inv.d, metric=metric, k_factor=k_factor)
+def resolve_spec(inv: Inventory, options: IndexOptions, metric: Metric) -> IndexSpec:
+    """The explicit factory's spec, else the one ``choose_spec`` picks for the budgets."""
+    if options.factory:
+        return spec_from_factory(
+            options.factory, inv.n, inv.d, metric=metric, k_factor=options.k_factor
+        )
     return choose_spec(
         inv.n,
         inv.d,
-        bytes_per_vector_budget=bytes_per_vector_budget,
-        max_query_ms=max_query_ms,
+        bytes_per_vector_budget=options.bytes_per_vector,
+        max_query_ms=options.max_query_ms,
+        memory_floor_mb=options.memory_floor_mb,
         metric=metric,
-        nshards=nshards,
-        k_factor=k_factor,
-        memory_floor_mb=memory_floor_mb,
+        nshards=options.nshards,
+        k_factor=options.k_factor,
     )
 
 
 def train_index(
     store: ObjectStore,
     snapshot_id: str,
+    options: IndexOptions | None = None,
     *,
-    factory: str | None = None,
-    bytes_per_vector_budget: float = 48.0,
-    max_query_ms: float = 1.0,
-    metric: Metric | None = None,
-    nshards: int = 1,
-    seed: int = 0,
-    nq: int = DEFAULT_NQ,
     n_train: int | None = None,
-    device: Device = "auto",
-    k_factor: int = DEFAULT_K_FACTOR,
-    memory_floor_mb: float = DEFAULT_MEMORY_FLOOR_MB,
+    **overrides: Unpack[IndexOverrides],
 ) -> str:
     """Train the snapshot's index on a sample of its embeddings; return the key of
-    ``trained.index``. ``factory`` overrides the budget-driven choice."""
-    if k_factor < 1:
-        raise ValueError(f"k_factor must be >= 1, got {k_factor}")
+    ``trained.index``. ``options`` (default: the settings' defaults, ``overrides``
+    applied) say how; an explicit ``factory`` overrides the budget-driven choice."""
+    options = (options or IndexOptions()).with_overrides(**overrides)
     inv = inventory(store, snapshot_id)
-    metric = metric or detect_metric(store, inv)
-    spec = resolve_spec(
-        inv,
-        factory=factory,
-        bytes_per_vector_budget=bytes_per_vector_budget,
-        max_query_ms=max_query_ms,
-        metric=metric,
-        nshards=nshards,
-        k_factor=k_factor,
-        memory_floor_mb=memory_floor_mb,
-    )
+    spec = resolve_spec(inv, options, options.metric or detect_metric(store, inv))
     n_train = spec.n_train if n_train is None else min(n_train, inv.n)
+    seed, nq, nshards = options.seed, options.nq, options.nshards
     inputs = {
         "partitions": inv.fingerprint(),
         "spec": spec.to_dict(),
@@ -123,9 +99,9 @@ def train_index(
         "nshards": nshards,
     }
     fingerprint = json_fingerprint(inputs)
-    key, record_key = trained_key(snapshot_id), trained_record_key(snapshot_id)
-    record = get_json(store, record_key)
-    if record and record["input_fingerprint"] == fingerprint and _intact(store, key, record):
+    key = trained_key(snapshot_id)
+    record = find_trained_record(store, snapshot_id)
+    if record and record.input_fingerprint == fingerprint and _intact(store, key, record):
         log.info("%s: already trained with the same inputs", key)
         return key
 
@@ -139,28 +115,28 @@ def train_index(
         xt = training_sample(store, inv, n_train, nq, seed)
         sample_size = len(xt)
         log.info("training %s on %d x %d vectors", spec.factory, *xt.shape)
-        used, kmeans = train_on(index, xt, device)
+        used, kmeans = train_on(index, xt, options.device)
     release_training(index, keep)
     seconds = time.perf_counter() - started
     info = put_index(store, key, index)
-    put_json(
+    assert info.sha256 is not None
+    write_trained_record(
         store,
-        record_key,
-        {
-            "snapshot_id": snapshot_id,
-            "input_fingerprint": fingerprint,
-            "spec": spec.to_dict(),
-            "seed": seed,
-            "nq": nq,
-            "nshards": nshards,
-            "n_train": sample_size,
-            "sha256": info.sha256,
-            "bytes": info.size,
-            "train_seconds": round(seconds, 3),
-            "device": used,
-            "kmeans": kmeans,
-            "faiss_version": faiss.__version__,
-        },
+        TrainedRecord(
+            snapshot_id=snapshot_id,
+            input_fingerprint=fingerprint,
+            spec=spec,
+            seed=seed,
+            nq=nq,
+            nshards=nshards,
+            n_train=sample_size,
+            sha256=info.sha256,
+            bytes=info.size,
+            train_seconds=round(seconds, 3),
+            device=used,
+            kmeans=kmeans,
+            faiss_version=faiss.__version__,
+        ),
     )
     log.info(
         "trained %s in %.1fs on %s (k-means: %s): %s", spec.factory, seconds, used, kmeans, key
@@ -168,24 +144,12 @@ def train_index(
     return key
 
 
-def read_trained_record(store: ObjectStore, snapshot_id: str) -> dict[str, Any]:
-    record = get_json(store, trained_record_key(snapshot_id))
-    if record is None:
-        from vsearch.storage import ObjectNotFound
-
-        raise ObjectNotFound(
-            f"{snapshot_id} has no trained index ({trained_record_key(snapshot_id)}); "
-            "run train_index / `vsearch train` first"
-        )
-    return dict(record)
-
-
-def _intact(store: ObjectStore, key: str, record: dict[str, Any]) -> bool:
+def _intact(store: ObjectStore, key: str, record: TrainedRecord) -> bool:
     try:
         sha, size = store.sha256(key)
     except KeyError:
         return False
-    return bool(sha == record["sha256"] and size == record["bytes"])
+    return bool(sha == record.sha256 and size == record.bytes)
 
 
 def configure_training(index: Any, spec: IndexSpec, seed: int) -> list[Any]:

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
 
-from vsearch.canonical_json import fingerprint as json_fingerprint
 from vsearch.index.evaluate import default_nprobe, nprobe_grid
-from vsearch.index.layout import report_key, text_queries_key, trained_key
-from vsearch.index.partition_vectors import Inventory, inventory
+from vsearch.index.layout import report_key, trained_key
+from vsearch.index.options import IndexOptions
 from vsearch.index.queries import (
     GT_K,
     HeldOutQueries,
@@ -45,7 +42,6 @@ from vsearch.index.report import (
     QueryCounts,
     Recall,
     Seconds,
-    ShardRecord,
     Sizes,
     Sweep,
     SweepPoint,
@@ -53,11 +49,9 @@ from vsearch.index.report import (
     ValidationReport,
     write_report,
 )
-from vsearch.index.shard_build import read_shard_records
-from vsearch.index.spec import IndexSpec
 from vsearch.index.structure import get_index
-from vsearch.index.train import read_trained_record
-from vsearch.storage import ObjectNotFound, ObjectStore, get_json
+from vsearch.index.validation_inputs import ValidationInputs, load_inputs, reusable_report
+from vsearch.storage import ObjectStore
 
 # write_text_queries, search_shards and GT_K moved to vsearch.index.queries; still
 # importable from here.
@@ -78,7 +72,7 @@ def validate_snapshot(
     store: ObjectStore,
     snapshot_id: str,
     *,
-    target_recall: float = 0.95,
+    target_recall: float = IndexOptions.target_recall,
     nq: int | None = None,
     text_queries: str | None = None,
     require_text: bool = False,
@@ -95,7 +89,7 @@ def validate_snapshot(
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
     started = time.perf_counter()
-    inputs = _load_inputs(
+    inputs = load_inputs(
         store,
         snapshot_id,
         target_recall=target_recall,
@@ -107,13 +101,13 @@ def validate_snapshot(
         max_query_ms=max_query_ms,
     )
     key = report_key(snapshot_id)
-    old = None if revalidate else _reusable_report(store, key, inputs.fingerprint)
+    old = None if revalidate else reusable_report(store, key, inputs.fingerprint)
     if old is not None:
         log.info("%s: reusing the report of the same shards and queries", key)
         _gate(old, key)
         return key
 
-    seed, metric = inputs.trained["seed"], inputs.spec.metric
+    seed, metric = inputs.trained.seed, inputs.spec.metric
     queries = load_queries(store, inputs.inv, inputs.nq, seed, inputs.text_key, metric)
     indexes = [get_index(store, s.uri, mmap=True) for s in inputs.shards]
     search = ShardSearch(indexes, queries, metric)
@@ -149,69 +143,6 @@ def validate_snapshot(
     return key
 
 
-@dataclass(frozen=True)
-class _Inputs:
-    """What one validation measures; ``fingerprint`` names it for reuse."""
-
-    trained: dict[str, Any]  # the trained index's commit record
-    spec: IndexSpec
-    shards: tuple[ShardRecord, ...]
-    inv: Inventory
-    nq: int
-    text_key: str | None
-    fingerprint: str
-
-
-def _load_inputs(
-    store: ObjectStore,
-    snapshot_id: str,
-    *,
-    target_recall: float,
-    nq: int | None,
-    text_queries: str | None,
-    require_text: bool,
-    nshards: int | None,
-    max_nprobe: int,
-    max_query_ms: float | None,
-) -> _Inputs:
-    """The trained record, the shard records and the queries' source, checked."""
-    trained = read_trained_record(store, snapshot_id)
-    records = read_shard_records(store, snapshot_id, nshards)
-    inv = inventory(store, snapshot_id)
-    nq = trained["nq"] if nq is None else nq
-    if not 0 < nq <= trained["nq"]:
-        raise ValueError(f"nq must be in [1, {trained['nq']}] (the queries held out at training)")
-    tkey = text_queries
-    if tkey is None and store.exists(text_queries_key(snapshot_id)):
-        tkey = text_queries_key(snapshot_id)
-    if tkey is None and require_text:
-        raise ObjectNotFound(
-            f"{snapshot_id}: the encoder has a text tower but there are no text queries "
-            f"at {text_queries_key(snapshot_id)}"
-        )
-    fingerprint = json_fingerprint(
-        {
-            "shards": [r["sha256"] for r in records],
-            "target": target_recall,
-            "nq": nq,
-            "text": store.sha256(tkey)[0] if tkey else None,
-            "max_nprobe": max_nprobe,
-            "max_query_ms": max_query_ms,
-        }
-    )
-    shards = tuple(ShardRecord.from_dict(r, f"shards[{j}]") for j, r in enumerate(records))
-    spec = IndexSpec.from_dict(trained["spec"])
-    return _Inputs(trained, spec, shards, inv, nq, tkey, fingerprint)
-
-
-def _reusable_report(store: ObjectStore, key: str, fingerprint: str) -> ValidationReport | None:
-    """The stored report when it measured the same inputs: a retried task reuses it."""
-    old = get_json(store, key)
-    if not old or old.get("input_fingerprint") != fingerprint:
-        return None
-    return ValidationReport.from_dict(old)
-
-
 def _judge(
     final: dict[str, KindRecall],
     target_recall: float,
@@ -236,7 +167,7 @@ def _judge(
 
 def _assemble_report(
     snapshot_id: str,
-    inputs: _Inputs,
+    inputs: ValidationInputs,
     queries: HeldOutQueries,
     *,
     sweep: dict[str, list[SweepPoint]],
@@ -258,12 +189,12 @@ def _assemble_report(
         metric=inputs.spec.metric,
         trained=TrainedInfo(
             uri=trained_key(snapshot_id),
-            sha256=trained["sha256"],
-            bytes=trained["bytes"],
-            n_train=trained["n_train"],
-            seed=trained["seed"],
-            train_seconds=trained["train_seconds"],
-            device=trained["device"],
+            sha256=trained.sha256,
+            bytes=trained.bytes,
+            n_train=trained.n_train,
+            seed=trained.seed,
+            train_seconds=trained.train_seconds,
+            device=trained.device,
         ),
         shards=inputs.shards,
         ntotal=sum(s.ntotal for s in inputs.shards),

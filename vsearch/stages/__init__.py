@@ -6,6 +6,7 @@ the run's snapshot id, then JSON-able arguments, and returns object keys (or
 small JSON-able dicts that name them), so Airflow passes only those through XCom
 and a retry or a backfill of a date rewrites the same keys with the same bytes.
 Arguments left as None take their ``Settings`` default: one default per setting.
+The tasks and results are typed (``vsearch.stages.contracts``), as TypedDicts: plain JSON.
 
     plan(store, sid, sources)    -> [task, ...]             writes indexes/{sid}/build.json
     fetch(store, task)           -> task (+ fetched key)    images/{dataset}/{shard}.tar

@@ -15,12 +15,14 @@ so a retry skips what is done and rewrites nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vsearch.config import Settings
+from vsearch.stages.contracts import CompactSummary
 from vsearch.stages.run_records import (
     RunRecord,
     StageError,
@@ -59,7 +61,7 @@ def latest_writes(entries: Sequence[DeltaEntry]) -> dict[int, DeltaEntry]:
 
 def compact(
     store: ObjectStore, snapshot_id: str, *, settings: Settings | None = None
-) -> dict[str, Any]:
+) -> CompactSummary:
     """Write the partitions of ``snapshot_id`` = live snapshot + delta, and its trained index.
 
     Returns a summary: the base snapshot, the watermark, the counts, and the keys of
@@ -107,17 +109,17 @@ def compact(
         ),
     )
     write_encoder_info(store, snapshot_id, base.encoder)
-    summary = {
-        "snapshot_id": snapshot_id,
-        "base_snapshot_id": base.snapshot_id,
-        "delta_watermark": watermark,
-        "entries": len(entries),
-        "kept": kept,
-        "upserts": len(upserts),
-        "deletes": sum(1 for e in changed.values() if e.op == "delete"),
-        "run_record": run_record_key(snapshot_id),
-        "trained": trained_key(snapshot_id),
-    }
+    summary = CompactSummary(
+        snapshot_id=snapshot_id,
+        base_snapshot_id=base.snapshot_id,
+        delta_watermark=watermark,
+        entries=len(entries),
+        kept=kept,
+        upserts=len(upserts),
+        deletes=sum(1 for e in changed.values() if e.op == "delete"),
+        run_record=run_record_key(snapshot_id),
+        trained=trained_key(snapshot_id),
+    )
     log.info("folded delta into %s: %s", snapshot_id, summary)
     return summary
 
@@ -208,7 +210,7 @@ def _write_upserts(
 def _copy_trained_index(store: ObjectStore, base: Manifest, snapshot_id: str) -> None:
     """The trained (empty) index the live manifest names, and its record, under the new id."""
     from vsearch.index.layout import trained_key, trained_record_key
-    from vsearch.index.train import read_trained_record
+    from vsearch.index.trained_record import read_trained_record
     from vsearch.storage import put_if_changed, put_json_if_changed
 
     trained = base.index.trained
@@ -218,6 +220,9 @@ def _copy_trained_index(store: ObjectStore, base: Manifest, snapshot_id: str) ->
     if hashlib.sha256(data).hexdigest() != trained.sha256 or len(data) != trained.bytes:
         raise StageError(f"{trained.uri} does not match {base.snapshot_id}'s manifest")
     put_if_changed(store, trained_key(snapshot_id), data)
-    record = read_trained_record(store, base.snapshot_id)
-    record.update(snapshot_id=snapshot_id, reused_from=base.snapshot_id)
-    put_json_if_changed(store, trained_record_key(snapshot_id), record)
+    record = dataclasses.replace(
+        read_trained_record(store, base.snapshot_id),
+        snapshot_id=snapshot_id,
+        reused_from=base.snapshot_id,
+    )
+    put_json_if_changed(store, trained_record_key(snapshot_id), record.to_dict())

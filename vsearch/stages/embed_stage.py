@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from vsearch.config import Settings
 from vsearch.embedding.partitions import partition_keys
+from vsearch.stages.contracts import EmbedResult, Task
 from vsearch.stages.run_records import StageError, read_run_record, write_encoder_info
 from vsearch.storage import ObjectStore
 
@@ -39,14 +40,14 @@ def _encoder(spec: str, device: str | None) -> Encoder:
 def embed(
     store: ObjectStore,
     snapshot_id: str,
-    task: dict[str, Any],
+    task: Task,
     *,
     batch_size: int | None = None,
     workers: int | None = None,
     dtype: str | None = None,
     settings: Settings | None = None,
     progress: Callable[[int], object] | None = None,
-) -> dict[str, Any]:
+) -> EmbedResult:
     """Embed one task of ``plan`` with the run's encoder; returns the commit record's key
     and counts: ``{"partition", "key", "count", "failures"}``.
 

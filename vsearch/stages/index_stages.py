@@ -9,10 +9,11 @@ same defaults. faiss is imported by the functions below, not by this module.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
-from typing import Any
+from typing import Unpack
 
 from vsearch.config import Settings
+from vsearch.index.options import IndexOptions, IndexOverrides
+from vsearch.stages.contracts import PublishOutcome, ShardResult
 from vsearch.stages.run_records import (
     find_run_record,
     read_encoder_info,
@@ -28,48 +29,28 @@ MAX_TEXT_QUERIES = 1000
 def train(
     store: ObjectStore,
     snapshot_id: str,
+    options: IndexOptions | None = None,
     *,
-    factory: str | None = None,
-    bytes_per_vector: float | None = None,
-    max_query_ms: float | None = None,
-    memory_floor_mb: float | None = None,
-    nshards: int | None = None,
-    seed: int | None = None,
-    metric: str | None = None,
-    device: str | None = None,
-    nq: int | None = None,
     settings: Settings | None = None,
+    **overrides: Unpack[IndexOverrides],
 ) -> str:
     """Choose the index for the committed partitions (or take ``factory``) and train it;
-    returns ``indexes/{snapshot}/trained.index``. A no-op when trained on the same input."""
-    from vsearch.index.train import DEFAULT_NQ, train_index
+    returns ``indexes/{snapshot}/trained.index``. A no-op when trained on the same input.
 
-    s = settings or Settings.load()
-    if metric not in (None, "ip", "l2"):
-        raise ValueError(f"metric must be ip or l2, got {metric!r}")
-    device = device or s.index_device
-    if device not in ("auto", "cpu", "gpu"):
-        raise ValueError(f"device must be auto, cpu or gpu, got {device!r}")
-    return train_index(
-        store,
-        snapshot_id,
-        factory=factory or s.index_factory or None,
-        bytes_per_vector_budget=bytes_per_vector or s.index_bytes_per_vector,
-        max_query_ms=max_query_ms or s.index_max_query_ms,
-        memory_floor_mb=s.index_memory_floor_mb if memory_floor_mb is None else memory_floor_mb,
-        metric=metric,  # type: ignore[arg-type]
-        nshards=nshards or s.index_nshards,
-        seed=s.index_seed if seed is None else seed,
-        nq=DEFAULT_NQ if nq is None else nq,
-        device=device,  # type: ignore[arg-type]
-    )
+    ``options`` default to the settings' (``IndexOptions.from_settings``); ``overrides``
+    (a DAG run's params, the CLI's options) replace those given.
+    """
+    from vsearch.index.train import train_index
+
+    options = options or IndexOptions.from_settings(settings or Settings.load())
+    return train_index(store, snapshot_id, options.with_overrides(**overrides))
 
 
 def trained_nshards(store: ObjectStore, snapshot_id: str, settings: Settings) -> int:
     """The number of shards the index was trained for (its spec is sized per shard)."""
-    from vsearch.index.train import read_trained_record
+    from vsearch.index.trained_record import read_trained_record
 
-    return int(read_trained_record(store, snapshot_id).get("nshards") or settings.index_nshards)
+    return read_trained_record(store, snapshot_id).nshards or settings.index_nshards
 
 
 def build_shard(
@@ -79,7 +60,7 @@ def build_shard(
     nshards: int | None = None,
     *,
     settings: Settings | None = None,
-) -> dict[str, Any]:
+) -> ShardResult:
     """Add shard ``shard``'s vectors to a copy of the trained index; returns its
     ``{uri, sha256, bytes, ntotal, id_range}`` (``uri`` is the shard's key)."""
     from vsearch.index.shard_build import build_shard as build
@@ -110,17 +91,20 @@ def validate(
     from vsearch.index.validate import validate_snapshot
 
     s = settings or Settings.load()
+    options = IndexOptions.from_settings(s).with_overrides(
+        target_recall=target_recall, max_query_ms=max_query_ms
+    )
     if text_queries is None and _write_caption_queries(store, snapshot_id, s):
         require_text = True
     return validate_snapshot(
         store,
         snapshot_id,
-        target_recall=target_recall or s.index_target_recall,
+        target_recall=options.target_recall,
         nq=nq,
         text_queries=text_queries,
         require_text=require_text,
         nshards=nshards,
-        max_query_ms=max_query_ms or s.index_max_query_ms,
+        max_query_ms=options.max_query_ms,
         revalidate=revalidate,
     )
 
@@ -152,11 +136,11 @@ def _write_caption_queries(store: ObjectStore, snapshot_id: str, settings: Setti
     return True
 
 
-def publish(store: ObjectStore, snapshot_id: str, *, force: bool = False) -> dict[str, Any]:
+def publish(store: ObjectStore, snapshot_id: str, *, force: bool = False) -> PublishOutcome:
     """Assemble the manifest from the run record, the report and the shards, verify every
     object, and move CURRENT to it (not backwards unless ``force``).
 
-    Returns ``{"key": manifest key, "moved", "message", ...}`` (``PublishResult``).
+    Returns the manifest's key and the ``PublishResult``'s fields (moved or not, and why).
     """
     from vsearch.catalog import manifest_key
     from vsearch.index.assemble import publish_built_snapshot
@@ -179,6 +163,9 @@ def publish(store: ObjectStore, snapshot_id: str, *, force: bool = False) -> dic
         previous_snapshot_id=record.previous_snapshot_id,
         delta_watermark=record.delta_watermark,
         force=force,
+        inv=inv,
     )
     log.info("%s: %s", snapshot_id, result.message)
-    return {"key": manifest_key(snapshot_id), **asdict(result)}
+    return PublishOutcome(key=manifest_key(snapshot_id), snapshot_id=result.snapshot_id,
+                          current=result.current, moved=result.moved,
+                          message=result.message)  # fmt: skip

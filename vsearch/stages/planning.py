@@ -1,9 +1,9 @@
 """The first stages of a build: ``plan`` the run's partitions, ``fetch`` URL-list shards.
 
 A task (one element of ``plan``'s result, the argument of ``fetch`` and ``embed``)
-is a small JSON-able dict: ``{"partition": i, "source": uri, "spec": the source's own
-partition spec, "options": how to open the source}``. Partitions are numbered 0, 1,
-2... across all the run's sources.
+is a small JSON-able dict, a ``Task`` (``vsearch.stages.contracts``): ``{"partition": i,
+"source": uri, "spec": the source's own partition spec, "options": how to open the
+source}``. Partitions are numbered 0, 1, 2... across all the run's sources.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from typing import Any
 
 from vsearch.config import Settings
 from vsearch.index.layout import run_record_key
+from vsearch.stages.contracts import Fetched, Task
 from vsearch.stages.run_records import RunInfo, RunRecord, StageError, write_run_record
 from vsearch.storage import ObjectStore
 
 log = logging.getLogger(__name__)
-
-Task = dict[str, Any]
 
 
 def source_options(
@@ -55,8 +54,7 @@ def partition_tasks(
         options = source_options(uri, settings, partition_size)
         source = open_source(uri, store=store, settings=settings, **options)
         for spec in source.partitions():
-            tasks.append({"partition": len(tasks), "source": uri, "spec": spec,
-                          "options": options})  # fmt: skip
+            tasks.append(Task(partition=len(tasks), source=uri, spec=spec, options=options))
     return tasks
 
 
@@ -129,7 +127,6 @@ def fetch(
     assert isinstance(source, UrlListSource)  # a "urls" spec comes from one
     stats = source.fetch(task["spec"], progress=progress)
     key = shard_keys(source.dataset, task["spec"]["index"])[0]
-    fetched = {"key": key, "ok": stats["ok"], "failed": stats["failed"],
-               "reasons": stats["reasons"]}  # fmt: skip
+    fetched = Fetched(key=key, ok=stats["ok"], failed=stats["failed"], reasons=stats["reasons"])
     log.info("fetched %s: %d ok, %d failed", key, stats["ok"], stats["failed"])
     return {**task, "fetched": fetched}

@@ -9,32 +9,45 @@ after a failure resumes where it stopped.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from vsearch.config import Settings
+from vsearch.stages.contracts import PublishOutcome, Task, TrainOptions, ValidateOptions
 from vsearch.stages.embed_stage import embed
 from vsearch.stages.index_stages import build_shard, publish, train, trained_nshards, validate
 from vsearch.stages.planning import fetch, plan
 from vsearch.storage import ObjectStore
 
-# (stage name, its result): the CLI prints them, tests collect them.
+# (stage name, its result): the CLI prints them, tests collect them. The stages, in
+# order: "plan" (the tasks), "fetch" (a fetched URL-list task), "embed", "train",
+# "build_shard", "validate", "publish".
 OnStage = Callable[[str, Any], None]
+# A progress callback taking a number of items, or None for the stage's own log lines.
+Progress = Callable[[int], object] | None
+# (stage name: "fetch" or "embed", its task) -> a context that yields the stage's
+# progress callback while it runs (the CLI's progress bars).
+ProgressFactory = Callable[[str, Task], AbstractContextManager[Progress]]
 
 
 def _quiet(stage: str, result: Any) -> None:
     pass
 
 
+def _no_progress(stage: str, task: Task) -> AbstractContextManager[Progress]:
+    return nullcontext()
+
+
 def build_index(
     store: ObjectStore,
     snapshot_id: str,
     *,
-    train_options: dict[str, Any] | None = None,
-    validate_options: dict[str, Any] | None = None,
+    train_options: TrainOptions | None = None,
+    validate_options: ValidateOptions | None = None,
     force: bool = False,
     settings: Settings | None = None,
     on_stage: OnStage = _quiet,
-) -> dict[str, Any]:
+) -> PublishOutcome:
     """train -> build every shard -> validate (raises RecallGateFailed) -> publish."""
     settings = settings or Settings.load()
     on_stage("train", train(store, snapshot_id, settings=settings, **(train_options or {})))
@@ -46,11 +59,11 @@ def complete_snapshot(
     store: ObjectStore,
     snapshot_id: str,
     *,
-    validate_options: dict[str, Any] | None = None,
+    validate_options: ValidateOptions | None = None,
     force: bool = False,
     settings: Settings | None = None,
     on_stage: OnStage = _quiet,
-) -> dict[str, Any]:
+) -> PublishOutcome:
     """From a trained index (a build's, or compaction's copy): every shard -> validate ->
     publish."""
     settings = settings or Settings.load()
@@ -72,26 +85,29 @@ def index_sources(
     *,
     partition_size: int | None = None,
     encoder: str | None = None,
-    train_options: dict[str, Any] | None = None,
-    validate_options: dict[str, Any] | None = None,
+    train_options: TrainOptions | None = None,
+    validate_options: ValidateOptions | None = None,
     force: bool = False,
     settings: Settings | None = None,
     on_stage: OnStage = _quiet,
-    progress: Callable[[int, int], Callable[[int], object]] | None = None,
-) -> dict[str, Any]:
-    """Every stage: plan -> fetch -> embed each partition -> ``build_index``.
+    progress: ProgressFactory = _no_progress,
+) -> PublishOutcome:
+    """Every stage: plan -> fetch (URL lists) -> embed each partition -> ``build_index``.
 
-    ``progress(partition, items)``, if given, returns the embed stage's progress callback.
+    ``progress(stage, task)`` gives the fetch and embed stages their progress callback.
     """
     settings = settings or Settings.load()
     tasks = plan(store, snapshot_id, sources, partition_size=partition_size, encoder=encoder,
                  settings=settings)  # fmt: skip
     on_stage("plan", tasks)
     for task in tasks:
-        task = fetch(store, task, settings=settings)
-        size = task["spec"].get("stop", 0) - task["spec"].get("start", 0)
-        bar = progress(task["partition"], size) if progress else None
-        on_stage("embed", embed(store, snapshot_id, task, settings=settings, progress=bar))
+        if task["spec"].get("kind") == "urls":
+            with progress("fetch", task) as bar:
+                task = fetch(store, task, settings=settings, progress=bar)
+            on_stage("fetch", task)
+        with progress("embed", task) as bar:
+            done = embed(store, snapshot_id, task, settings=settings, progress=bar)
+        on_stage("embed", done)
     return build_index(store, snapshot_id, train_options=train_options,
                        validate_options=validate_options, force=force, settings=settings,
                        on_stage=on_stage)  # fmt: skip
