@@ -1,7 +1,7 @@
 """Recall validation and the gate: ``indexes/{snapshot}/report.json``.
 
 Held-out queries of two kinds, image->image and text->image
-(``vsearch.index.queries``), are searched through every shard and compared
+(``vsearch.index.held_out``), are searched through every shard and compared
 with exact search over *all* vectors.
 
 nprobe is swept over powers of two, single-threaded (ms per query per core);
@@ -20,9 +20,7 @@ import logging
 import time
 
 from vsearch.index.evaluate import default_nprobe, nprobe_grid
-from vsearch.index.layout import report_key, trained_key
-from vsearch.index.options import IndexOptions
-from vsearch.index.queries import (
+from vsearch.index.held_out import (
     GT_K,
     HeldOutQueries,
     ShardSearch,
@@ -32,6 +30,8 @@ from vsearch.index.queries import (
     sweep_nprobe,
     write_text_queries,
 )
+from vsearch.index.layout import report_key, trained_key
+from vsearch.index.options import IndexOptions
 from vsearch.index.report import (
     IMAGE,
     TEXT,
@@ -53,7 +53,7 @@ from vsearch.index.structure import get_index
 from vsearch.index.validation_inputs import ValidationInputs, load_inputs, reusable_report
 from vsearch.storage import ObjectStore
 
-# write_text_queries, search_shards and GT_K moved to vsearch.index.queries; still
+# write_text_queries, search_shards and GT_K moved to vsearch.index.held_out; still
 # importable from here.
 __all__ = ["GT_K", "RecallGateFailed", "search_shards", "validate_snapshot", "write_text_queries"]
 

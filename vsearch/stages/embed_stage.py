@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vsearch.config import Settings
 from vsearch.embedding.partitions import partition_keys
