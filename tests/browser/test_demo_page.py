@@ -22,14 +22,21 @@ from vsearch.ids import item_id
 pytestmark = pytest.mark.slow
 
 
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_make_demo_prints_a_search_page_that_finds_a_dropped_photo(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("vsearch")
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSEARCH_")}
     demo_dir = tmp_path / "demo-data"
     # --serve: what a terminal gets by default (stdin is not a terminal under pytest).
+    # Ctrl-C reaches a program in a terminal; a runner started in the background (as
+    # `cmd &` from a script) passes SIGINT on ignored, and Python then never raises
+    # KeyboardInterrupt. The child gets the terminal's disposition back.
     proc = subprocess.Popen([str(exe), "demo", "--dir", str(demo_dir), "--images", "40",
                              "--serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)  # fmt: skip
+                            text=True, env=env, preexec_fn=_sigint_as_in_a_terminal)  # fmt: skip
     seen: list[str] = []
     try:
         assert proc.stdout is not None
