@@ -8,7 +8,7 @@ importing this package stays cheap for the CLI and DAG parsing.
     train_index(store, sid, options)          -> "indexes/{sid}/trained.index"
     build_shard(store, sid, shard, nshards)   -> {uri, sha256, bytes, ntotal, id_range}
     validate_snapshot(store, sid, ...)        -> "indexes/{sid}/report.json"  (or RecallGateFailed)
-    publish_built_snapshot(store, sid, ...)   -> PublishResult
+    build_manifest(store, sid, ...)           -> Manifest  (catalog.publish_snapshot moves CURRENT)
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from vsearch.index.assemble import (
     build_manifest,
     created_at_for,
     previous_snapshot_for,
-    publish_built_snapshot,
 )
 from vsearch.index.options import IndexOptions, IndexOverrides
 from vsearch.index.report import (
@@ -54,7 +53,6 @@ __all__ = [
     "created_at_for",
     "format_report",
     "previous_snapshot_for",
-    "publish_built_snapshot",
     "read_report",
     "read_trained_record",
     "search_params",

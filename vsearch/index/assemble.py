@@ -1,4 +1,5 @@
-"""From a validated build to a published snapshot: the Manifest, through publish_snapshot.
+"""From a validated build to its Manifest; the ``publish`` stage hands it to
+``vsearch.catalog.publish_snapshot``, which verifies it and moves CURRENT.
 
 Everything in the manifest comes from stored objects (the report, the shard
 and partition records) or from the caller (encoder, lineage), never from the
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from vsearch.catalog import PublishResult, list_snapshots, publish_snapshot
+from vsearch.catalog import list_snapshots
 from vsearch.delta.watermarks import LOG_ORIGIN
 from vsearch.embedding.partitions import PartitionRecord, partition_keys
 from vsearch.index.layout import report_key
@@ -137,30 +138,3 @@ def thumbnail_info(store: ObjectStore, records: Sequence[PartitionRecord]) -> Th
             )
         )
     return ThumbnailInfo(tuple(packs), count) if packs else None
-
-
-def publish_built_snapshot(
-    store: ObjectStore,
-    snapshot_id: str,
-    *,
-    encoder: EncoderInfo,
-    lineage: Lineage,
-    previous_snapshot_id: str | None = None,
-    delta_watermark: str = LOG_ORIGIN,
-    force: bool = False,
-    created_at: str | None = None,
-    inv: Inventory | None = None,
-) -> PublishResult:
-    """Assemble the manifest from report.json and the shards, then ``publish_snapshot``
-    (which verifies every object's size and sha256 before CURRENT moves)."""
-    manifest = build_manifest(
-        store,
-        snapshot_id,
-        encoder=encoder,
-        lineage=lineage,
-        previous_snapshot_id=previous_snapshot_id,
-        delta_watermark=delta_watermark,
-        created_at=created_at,
-        inv=inv,
-    )
-    return publish_snapshot(store, manifest, force=force)

@@ -142,14 +142,14 @@ def publish(store: ObjectStore, snapshot_id: str, *, force: bool = False) -> Pub
 
     Returns the manifest's key and the ``PublishResult``'s fields (moved or not, and why).
     """
-    from vsearch.catalog import manifest_key
-    from vsearch.index.assemble import publish_built_snapshot
+    from vsearch.catalog import manifest_key, publish_snapshot
+    from vsearch.index.assemble import build_manifest
     from vsearch.index.partition_vectors import inventory
     from vsearch.manifest import Lineage
 
     record = read_run_record(store, snapshot_id)
     inv = inventory(store, snapshot_id)
-    result = publish_built_snapshot(
+    manifest = build_manifest(
         store,
         snapshot_id,
         encoder=read_encoder_info(store, snapshot_id),
@@ -162,9 +162,9 @@ def publish(store: ObjectStore, snapshot_id: str, *, force: bool = False) -> Pub
         ),
         previous_snapshot_id=record.previous_snapshot_id,
         delta_watermark=record.delta_watermark,
-        force=force,
         inv=inv,
     )
+    result = publish_snapshot(store, manifest, force=force)
     log.info("%s: %s", snapshot_id, result.message)
     return PublishOutcome(key=manifest_key(snapshot_id), snapshot_id=result.snapshot_id,
                           current=result.current, moved=result.moved,
