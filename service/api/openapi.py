@@ -7,8 +7,10 @@ here. The test suite fuzzes the live app from this document with schemathesis.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 from pydantic_core import core_schema
@@ -200,3 +202,10 @@ def openapi_document(*, max_k: int, default_k: int, max_items: int) -> dict[str,
             "schemas": schemas,
         },
     }
+
+
+@functools.lru_cache(maxsize=8)
+def openapi_json(*, max_k: int, default_k: int, max_items: int) -> bytes:
+    """The document as JSON, generated once per set of limits: generating the schemas
+    takes milliseconds, and ``/openapi.json`` is public."""
+    return orjson.dumps(openapi_document(max_k=max_k, default_k=default_k, max_items=max_items))

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.auth import has_api_key
-from service.api.openapi import openapi_document
+from service.api.openapi import openapi_json
 from service.snapshots.registry import NotReady
 from service.state import get_state
 
@@ -100,8 +100,7 @@ def redact_manifest(body: dict[str, Any]) -> dict[str, Any]:
 def openapi() -> tuple[Response, int]:
     state = get_state()
     settings = state.settings
-    return jsonify(
-        openapi_document(
-            max_k=settings.max_k, default_k=settings.default_k, max_items=settings.max_upsert_items
-        )
-    ), 200
+    document = openapi_json(
+        max_k=settings.max_k, default_k=settings.default_k, max_items=settings.max_upsert_items
+    )
+    return Response(document, mimetype="application/json"), 200
