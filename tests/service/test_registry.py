@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -207,6 +208,24 @@ def test_readyz_reflects_the_present_once_current_names_the_served_snapshot_agai
     assert state.replica.tick() == "unchanged"
     assert state.registry.status()["refused"] is None
     assert client.get("/readyz").json["refused"] is None
+
+
+def test_a_swap_keeps_the_predecessors_cached_shards_for_a_rollback(
+    local_store: ObjectStore, make_app: AppFactory
+) -> None:
+    """Regression: the old snapshot, closed at once when no request held it, was no longer
+    among the snapshots whose shards the cache keeps; only files under a second old were
+    spared, so on a slow machine a rollback downloaded its shards again."""
+    m1, _ = flat_snapshot(local_store, 1)
+    app = make_app(local_store)
+    state = app.extensions["vsearch"]
+    cache = state.registry.cache
+    old = time.time() - 60
+    for path in cache.iterdir():  # written a minute ago: past the cache's grace for new files
+        os.utime(path, (old, old))
+    flat_snapshot(local_store, 2)
+    assert state.replica.tick() == "swapped"
+    assert all((cache / f"{s.sha256}.index").exists() for s in m1.shards)
 
 
 def test_a_cached_shard_whose_store_copy_went_bad_is_served_and_reported(
