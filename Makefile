@@ -24,11 +24,12 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/vsearch demo --dir $(DEMO_DIR)
 
-# A local Airflow 3 (API server + UI on :8080, scheduler, DAG processor, triggerer;
-# SQLite under $(DATA_DIR)/airflow), set up and started; Ctrl-C stops it.
-DATA_DIR ?= vsearch-data
+# A local Airflow 3 (API server + UI on 127.0.0.1:8080, scheduler, DAG processor,
+# triggerer; its own PostgreSQL under the data dir's airflow/), set up and started; one
+# Ctrl-C stops it all. The data dir: DATA_DIR=..., else $VSEARCH_DATA_DIR, else
+# ./vsearch-data, the same rule every vsearch command follows.
 airflow: $(STAMP)
-	$(VENV)/bin/vsearch --data-dir $(DATA_DIR) airflow up
+	$(VENV)/bin/vsearch $(if $(DATA_DIR),--data-dir $(DATA_DIR)) airflow up
 
 # pytest exits 5 when it collects nothing; that is not a failure of the suite.
 test: $(STAMP)

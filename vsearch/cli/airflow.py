@@ -1,21 +1,20 @@
 """``vsearch airflow``: a local Airflow 3 for this project, set up and started in one step.
 
-``vsearch airflow up`` (what ``make airflow`` runs) writes ``$AIRFLOW_HOME/airflow.cfg``
-(default home: ``$VSEARCH_DATA_DIR/airflow``), runs the idempotent init (metadata DB,
-the ``vsearch_store`` connection, the ``gpu`` pool) and starts the API server (UI),
+``vsearch airflow up`` (what ``make airflow`` runs) starts the metadata database (a
+PostgreSQL server of its own under the home: ``vsearch.airflow_setup.local_postgres``),
+writes ``$AIRFLOW_HOME/airflow.cfg`` (default home: ``$VSEARCH_DATA_DIR/airflow``), runs
+the idempotent init (migrations, the ``vsearch_store`` connection, the ``gpu`` pool) and
+runs the API server (UI, on loopback unless ``VSEARCH_AIRFLOW_HOST`` says otherwise),
 the scheduler (LocalExecutor), the DAG processor and the triggerer with this
-environment's ``bin/`` on ``PATH``. It prints the UI address and the login.
-
-The metadata DB is SQLite under the home, for the same reason the rest of vsearch
-defaults to embedded parts: nothing to install or run. Airflow opens it in WAL mode
-(readers do not block the writer); vsearch raises the driver's busy timeout
-(``vsearch.airflow_setup.sqlite_args``) so that an ``airflow backfill create`` typed in another
-terminal while the scheduler writes waits its turn instead of failing with "database
-is locked". Point ``VSEARCH_AIRFLOW_DB`` at PostgreSQL for more than one machine.
+environment's ``bin/`` on ``PATH`` (``vsearch.airflow_setup.supervisor``), until one
+Ctrl-C or SIGTERM stops them all, then the database. ``VSEARCH_AIRFLOW_DB`` names
+another database instead: a PostgreSQL server of your own, or SQLite (one process
+writing at a time: no backfills while the scheduler runs).
 """
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import secrets
@@ -32,19 +31,34 @@ pass_context = click.make_pass_decorator(Context)
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = "admin"
 SQLITE_ARGS = "sql_alchemy_connect_args = vsearch.airflow_setup.sqlite_args.CONNECT_ARGS"
+DAG = "vsearch_build_index"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def airflow_home(ctx: Context) -> Path:
     return Path(os.environ.get("AIRFLOW_HOME") or Path(ctx.settings.data_dir) / "airflow").resolve()
 
 
-def config_text(home: Path, port: int, db: str, keys: dict[str, str]) -> str:
+def local_postgres(home: Path) -> Any:
+    from vsearch.airflow_setup.local_postgres import LocalPostgres
+
+    return LocalPostgres(home / "postgres")
+
+
+def database_url(home: Path) -> str:
+    """``VSEARCH_AIRFLOW_DB``, else the home's own PostgreSQL server."""
+    return os.environ.get("VSEARCH_AIRFLOW_DB") or local_postgres(home).url()
+
+
+def config_text(home: Path, port: int, db: str, keys: dict[str, str], host: str) -> str:
     """The airflow.cfg of a local Airflow: this repository's DAGs and plugins, LocalExecutor.
 
     ``keys`` are the home's own secrets: every component must sign and check tokens with
     the same JWT secret (a component that makes up its own fails every task with
     "Invalid auth token"), and connections are stored encrypted with the Fernet key.
     """
+    local = "127.0.0.1" if host in LOOPBACK else host
+    shown = "localhost" if host in LOOPBACK else host
     return f"""# Written by `vsearch airflow init` (rewritten each time): set VSEARCH_* instead.
 [core]
 fernet_key = {keys["fernet_key"]}
@@ -57,7 +71,7 @@ load_examples = False
 # A new DAG runs when triggered, without a trip to the UI to unpause it; scheduled runs of
 # the build DAG skip themselves while no sources are configured (VSEARCH_SOURCES).
 dags_are_paused_at_creation = False
-execution_api_server_url = http://localhost:{port}/execution/
+execution_api_server_url = http://{local}:{port}/execution/
 simple_auth_manager_users = {ADMIN}:admin
 simple_auth_manager_passwords_file = {home / "passwords.json"}
 
@@ -66,8 +80,9 @@ sql_alchemy_conn = {db}
 {SQLITE_ARGS if db.startswith("sqlite") else ""}
 
 [api]
+host = {host}
 port = {port}
-base_url = http://localhost:{port}
+base_url = http://{shown}:{port}
 secret_key = {keys["secret_key"]}
 
 [api_auth]
@@ -92,49 +107,58 @@ def home_keys(home: Path) -> dict[str, str]:
     return dict(json.loads(path.read_text()))
 
 
-def prepare(ctx: Context, port: int) -> tuple[Path, dict[str, str], str]:
-    """Write the config and the login; return the home, the environment and the password."""
-    home = airflow_home(ctx)
-    home.mkdir(parents=True, exist_ok=True)
-    db = os.environ.get("VSEARCH_AIRFLOW_DB") or f"sqlite:///{home / 'airflow.db'}"
-    cfg = home / "airflow.cfg"
-    cfg.write_text(config_text(home, port, db, home_keys(home)))
-    cfg.chmod(0o600)
-    passwords = home / "passwords.json"
-    if not passwords.exists():
-        passwords.write_text(json.dumps({ADMIN: secrets.token_urlsafe(12)}))
-        passwords.chmod(0o600)
-    password = str(json.loads(passwords.read_text())[ADMIN])
+def environment(ctx: Context, home: Path) -> dict[str, str]:
+    """The environment of every Airflow process (and of the `airflow` CLI beside them)."""
     bin_dir = str(Path(sys.executable).parent)
-    data_dir = str(Path(ctx.settings.data_dir).resolve())
     store = ctx.settings.store
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         # Tasks run in other processes and directories: every relative setting made absolute.
-        "VSEARCH_DATA_DIR": data_dir,
+        "VSEARCH_DATA_DIR": str(Path(ctx.settings.data_dir).resolve()),
         "VSEARCH_STORE": store if "://" in store else str(Path(store).resolve()),
     }
     for name in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
         env.pop(name, None)  # the config file names this repository's folders
-    return home, env, password
+    return env
 
 
-def init(ctx: Context, port: int) -> tuple[Path, dict[str, str], str]:
+def prepare(ctx: Context, port: int, host: str) -> tuple[Path, dict[str, str], str]:
+    """Write the config and the login; return the home, the environment and the password."""
+    home = airflow_home(ctx)
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "airflow.cfg"
+    cfg.write_text(config_text(home, port, database_url(home), home_keys(home), host))
+    cfg.chmod(0o600)
+    passwords = home / "passwords.json"
+    if not passwords.exists():
+        passwords.write_text(json.dumps({ADMIN: secrets.token_urlsafe(12)}))
+        passwords.chmod(0o600)
+    password = str(json.loads(passwords.read_text())[ADMIN])
+    return home, environment(ctx, home), password
+
+
+def run_init(ctx: Context, home: Path, env: dict[str, str]) -> None:
     from vsearch.airflow_setup.init_steps import run_init
     from vsearch.config import Settings
 
-    home, env, password = prepare(ctx, port)
-    settings = Settings.load(env)
     airflow = str(Path(sys.executable).with_name("airflow"))
-    if run_init(settings, env, airflow=airflow, command_env=env, say=click.echo) != 0:
+    if run_init(Settings.load(env), env, airflow=airflow, command_env=env, say=click.echo) != 0:
         raise click.ClickException(f"airflow init failed (AIRFLOW_HOME={home})")
-    return home, env, password
+
+
+def uses_local_postgres() -> bool:
+    return not os.environ.get("VSEARCH_AIRFLOW_DB")
 
 
 port_option = click.option("--port", type=int, default=8080, show_default=True,
+                           envvar="VSEARCH_AIRFLOW_PORT",
                            help="The API server's (UI's) port.")  # fmt: skip
+host_option = click.option("--host", default="127.0.0.1", show_default=True,
+                           envvar="VSEARCH_AIRFLOW_HOST",
+                           help="The address the API server (UI) binds: loopback unless you "
+                                "mean to expose it.")  # fmt: skip
 
 
 @click.group()
@@ -144,60 +168,102 @@ def airflow() -> None:
 
 @airflow.command("init")
 @port_option
+@host_option
 @pass_context
-def init_command(ctx: Context, port: int) -> None:
+def init_command(ctx: Context, port: int, host: str) -> None:
     """Write airflow.cfg, migrate the DB, create the store connection and the gpu pool.
 
-    Idempotent: run it again after changing VSEARCH_* settings.
+    Idempotent: run it again after changing VSEARCH_* settings. With the home's own
+    PostgreSQL (the default), the server runs for the time of the init only.
     """
-    home, _, _ = init(ctx, port)
+    from vsearch.airflow_setup.local_postgres import stop
+
+    home, env, _ = prepare(ctx, port, host)
+    server = local_postgres(home).start(env) if uses_local_postgres() else None
+    try:
+        run_init(ctx, home, env)
+    finally:
+        if server is not None:
+            stop(server)
     click.echo(f"AIRFLOW_HOME={home}")
 
 
 @airflow.command("up")
 @port_option
+@host_option
 @pass_context
-def up(ctx: Context, port: int) -> None:
+def up(ctx: Context, port: int, host: str) -> None:
     """Init, then run Airflow (API server + UI, scheduler, DAG processor, triggerer) until
-    interrupted (Ctrl-C)."""
-    import signal
-    import subprocess
+    one Ctrl-C or SIGTERM stops every part of it."""
+    from vsearch.airflow_setup.local_postgres import stop
+    from vsearch.airflow_setup.supervisor import StopRequest, Supervisor
 
-    home, env, password = init(ctx, port)
+    request = StopRequest()  # from here on, a signal asks for an orderly stop
+    home, env, password = prepare(ctx, port, host)
+    server = None
+    if uses_local_postgres():
+        click.echo(f"vsearch: starting PostgreSQL (files under {home / 'postgres'})")
+        server = local_postgres(home).start(env)
     airflow_bin = str(Path(sys.executable).with_name("airflow"))
-    banner = banner_text(home, port, password, airflow_bin)
-    proc = subprocess.Popen([airflow_bin, "standalone"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    assert proc.stdout is not None
+    parts = Supervisor(airflow_bin, env, click.echo)
+    failed: dict[str, int] = {}
     try:
-        for line in proc.stdout:
-            click.echo(line, nl=False)
-            if "Airflow is ready" in line:
-                click.echo(banner)
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-    sys.exit(proc.wait())
+        if not request.event.is_set():
+            run_init(ctx, home, env)
+        if not request.event.is_set():
+            parts.start()
+        announced = False
+        while not request.wait(1.0):
+            failed = parts.exited()
+            if failed:
+                break
+            if not announced and _healthy(port):
+                click.echo(banner_text(home, port, password))
+                announced = True
+    finally:
+        why = f"signal {request.signal}" if request.signal else f"{sorted(failed)} exited"
+        click.echo(f"vsearch: stopping Airflow ({why})")
+        parts.stop()
+        if server is not None:
+            stop(server)
+        click.echo("vsearch: Airflow stopped")
+    if failed:
+        raise click.ClickException(f"Airflow's {', '.join(sorted(failed))} exited: see above")
 
 
-def banner_text(home: Path, port: int, password: str, airflow_bin: str) -> str:
-    conf = '{"sources": ["/path/to/photos"]}'
+def _healthy(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2
+        ) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def banner_text(home: Path, port: int, password: str) -> str:
+    conf = '{"sources": ["/abs/path/to/photos"]}'
     return (
         f"\n  vsearch: Airflow UI at http://localhost:{port}   login: {ADMIN} / {password}\n"
-        f"  Trigger vsearch_build_index with the config {conf}; backfill from the UI, or\n"
-        f"  from another terminal:\n"
-        f"    export AIRFLOW_HOME={home}\n"
-        f"    {airflow_bin} backfill create --dag-id vsearch_build_index --from-date 2026-01-01"
-        f" --to-date 2026-01-02 --dag-run-conf '{conf}'\n"
+        f"  Trigger {DAG} with the config {conf}. Backfill from the UI or another terminal:\n"
+        f"    vsearch airflow backfill 2026-01-01 2026-01-07 --conf '{conf}'\n"
+        f"  (same VSEARCH_DATA_DIR). One Ctrl-C stops everything.\n"
     )
 
 
 @airflow.command("env")
-@port_option
 @pass_context
-def env_command(ctx: Context, port: int) -> None:
-    """Print the exports that point the `airflow` CLI at this local Airflow."""
-    _, env, _ = prepare(ctx, port)
+def env_command(ctx: Context) -> None:
+    """Print the exports that point the `airflow` CLI at the running local Airflow."""
+    home = airflow_home(ctx)
+    if not (home / "airflow.cfg").exists():
+        raise click.ClickException(
+            f"no local Airflow at {home}: start one with `make airflow` (or `vsearch airflow "
+            f"up`) with the same VSEARCH_DATA_DIR ({ctx.settings.data_dir})"
+        )
+    env = environment(ctx, home)
     for name in ("AIRFLOW_HOME", "PATH", "VSEARCH_DATA_DIR", "VSEARCH_STORE"):
         click.echo(f"export {name}={_quote(env[name])}")
 
@@ -206,6 +272,98 @@ def _quote(value: Any) -> str:
     import shlex
 
     return shlex.quote(str(value))
+
+
+def running_api(ctx: Context) -> tuple[str, dict[str, str]]:
+    """The running local Airflow's address and a bearer token for its REST API."""
+    from vsearch.cli.service_process import http_json
+
+    home = airflow_home(ctx)
+    cfg = configparser.ConfigParser(interpolation=None)
+    if not cfg.read(home / "airflow.cfg"):
+        raise click.ClickException(
+            f"no local Airflow at {home}: start one with `make airflow` (same VSEARCH_DATA_DIR)"
+        )
+    base = f"http://127.0.0.1:{cfg.get('api', 'port')}"
+    password = json.loads((home / "passwords.json").read_text())[ADMIN]
+    try:
+        status, body = http_json("POST", f"{base}/auth/token",
+                                 {"username": ADMIN, "password": password})  # fmt: skip
+    except OSError as e:
+        raise click.ClickException(f"the local Airflow at {base} is not running ({e})") from e
+    if status not in (200, 201):
+        raise click.ClickException(f"login to {base} failed ({status}): {body}")
+    return base, {"Authorization": f"Bearer {body['access_token']}"}
+
+
+@airflow.command("backfill")
+@click.argument("from_date", required=False)
+@click.argument("to_date", required=False)
+@click.option("--conf", "conf", default="{}", help="The runs' config, as JSON.")
+@click.option("--dag", default=DAG, show_default=True)
+@click.option("--rerun", type=click.Choice(["none", "failed", "completed"]), default="none",
+              show_default=True, help="Which dates that already ran to run again.")  # fmt: skip
+@click.option("--cancel", is_flag=True, help="Cancel the DAG's running backfill.")
+@pass_context
+def backfill(ctx: Context, from_date: str | None, to_date: str | None, conf: str, dag: str,
+             rerun: str, cancel: bool) -> None:  # fmt: skip
+    """Backfill FROM_DATE..TO_DATE (inclusive) through the running local Airflow.
+
+    Airflow runs one backfill per DAG at a time: while one runs, this says which and
+    how to cancel it (`--cancel`).
+    """
+    from vsearch.cli.service_process import http_json
+
+    base, auth = running_api(ctx)
+    if cancel:
+        running = _running_backfill(base, auth, dag)
+        if running is None:
+            raise click.ClickException(f"no backfill of {dag} is running")
+        status, body = http_json("PUT", f"{base}/api/v2/backfills/{running['id']}/cancel",
+                                 None, auth)  # fmt: skip
+        if status != 200:
+            raise click.ClickException(f"cancel failed ({status}): {body}")
+        click.echo(f"cancelled backfill {running['id']} of {dag}")
+        return
+    if not (from_date and to_date):
+        raise click.UsageError("FROM_DATE and TO_DATE are required (or --cancel)")
+    try:
+        run_conf = json.loads(conf)
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not JSON: {e}", param_hint="--conf") from e
+    request = {"dag_id": dag, "from_date": _utc(from_date), "to_date": _utc(to_date),
+               "dag_run_conf": run_conf, "reprocess_behavior": rerun}  # fmt: skip
+    status, body = http_json("POST", f"{base}/api/v2/backfills", request, auth)
+    if status == 409:
+        running = _running_backfill(base, auth, dag)
+        what = (f"backfill {running['id']} ({running['from_date'][:10]} to "
+                f"{running['to_date'][:10]})" if running else "a backfill")  # fmt: skip
+        raise click.ClickException(
+            f"{what} of {dag} is still running, and Airflow runs one backfill per DAG at a "
+            f"time: wait for it to finish, or cancel it with `vsearch airflow backfill "
+            f"--cancel`"
+        )
+    if status != 200:
+        raise click.ClickException(f"backfill refused ({status}): {body.get('detail', body)}")
+    click.echo(f"backfill {body['id']} of {dag}: {from_date} to {to_date} (see the UI)")
+
+
+def _running_backfill(base: str, auth: dict[str, str], dag: str) -> dict[str, Any] | None:
+    from vsearch.cli.service_process import http_json
+
+    status, body = http_json("GET", f"{base}/api/v2/backfills?dag_id={dag}&limit=100", None, auth)
+    if status != 200:
+        return None
+    running = [b for b in body.get("backfills", []) if not b.get("completed_at")]
+    return running[-1] if running else None
+
+
+def _utc(date: str) -> str:
+    """A date or datetime as the REST API wants it (with a zone; UTC when none is given)."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromisoformat(date)
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
 
 
 COMMANDS = [airflow]
