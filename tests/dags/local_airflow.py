@@ -1,15 +1,20 @@
-"""A local Airflow as a user runs it (``vsearch airflow up``, what ``make airflow`` starts:
-the API server, the scheduler with the LocalExecutor, the DAG processor, the triggerer),
-driven through its REST API and CLI. One per test session: ``local_airflow`` in conftest.
+"""A local Airflow as a user runs it: ``make airflow`` (``vsearch airflow up``: its own
+PostgreSQL, the API server, the scheduler with the LocalExecutor, the DAG processor, the
+triggerer), driven through its REST API and CLI, and stopped as a user stops it: one
+SIGTERM (a service manager, no terminal) or one Ctrl-C typed in its terminal (a pty).
+One per test session: ``local_airflow`` in conftest.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,21 +22,74 @@ from typing import Any
 from vsearch.cli.service_process import free_port, http_json
 
 DAG = "vsearch_build_index"
-VSEARCH = str(Path(sys.executable).with_name("vsearch"))
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+REPO = Path(__file__).resolve().parents[2]
+VENV = Path(sys.executable).parent.parent
+VSEARCH = str(VENV / "bin" / "vsearch")
+AIRFLOW = str(VENV / "bin" / "airflow")
+
+
+def make_airflow_argv() -> list[str]:
+    """``make airflow`` with this test's interpreter's venv (``-o``: never reinstall)."""
+    return ["make", "-s", "-C", str(REPO), f"VENV={VENV}", "-o", f"{VENV}/.installed-stamp",
+            "airflow"]  # fmt: skip
+
+
+def leftovers(home: Path) -> list[str]:
+    """Processes still running for the Airflow at ``home``: any with it as AIRFLOW_HOME,
+    and its PostgreSQL server."""
+    found = []
+    wanted = f"AIRFLOW_HOME={home}".encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if wanted in environ or str(home / "postgres").encode() in cmdline:
+            found.append(f"{pid}: {cmdline.decode(errors='replace')[:200]}")
+    return found
 
 
 class LocalAirflow:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, terminal: bool = False) -> None:
+        """Start ``make airflow`` with the data dir set only by ``VSEARCH_DATA_DIR`` (as a
+        user exporting it would), in a pseudo-terminal of its own when ``terminal``."""
         self.root, self.port = root, free_port()
         self.base = f"http://localhost:{self.port}"
         self.log = root / "airflow-up.log"
-        self.env = {**os.environ, "VSEARCH_DATA_DIR": str(root / "data")}
-        self.proc = subprocess.Popen(
-            [VSEARCH, "airflow", "up", "--port", str(self.port)], env=self.env,
-            stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
-        )  # fmt: skip
+        self.env = {**os.environ, "VSEARCH_DATA_DIR": str(root / "data"),
+                    "VSEARCH_AIRFLOW_PORT": str(self.port)}  # fmt: skip
+        for name in ("AIRFLOW_HOME", "VSEARCH_AIRFLOW_DB", "MAKEFLAGS"):
+            self.env.pop(name, None)
         self.token = ""
+        self.terminal: int | None = None
+        if terminal:
+            self.terminal, tty = os.openpty()
+            self.proc = subprocess.Popen(
+                make_airflow_argv(), env=self.env, stdin=tty, stdout=tty, stderr=tty,
+                preexec_fn=_own_terminal,
+            )  # fmt: skip
+            os.close(tty)
+            threading.Thread(target=self._copy_terminal, daemon=True).start()
+        else:
+            self.proc = subprocess.Popen(
+                make_airflow_argv(), env=self.env, stdin=subprocess.DEVNULL,
+                stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                start_new_session=True,
+            )  # fmt: skip
+
+    def _copy_terminal(self) -> None:
+        assert self.terminal is not None
+        with open(self.log, "wb") as log:
+            while True:
+                try:
+                    chunk = os.read(self.terminal, 65536)
+                except OSError:  # the other end closed: everything on the terminal exited
+                    return
+                if not chunk:
+                    return
+                log.write(chunk)
+                log.flush()
 
     @property
     def home(self) -> Path:
@@ -63,8 +121,22 @@ class LocalAirflow:
         return http_json(method, self.base + path, body, {"Authorization": f"Bearer {self.token}"})
 
     def airflow_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**self.env, "AIRFLOW_HOME": str(self.home)}
+        """The ``airflow`` CLI in another terminal, set up as the README says: with the
+        exports ``vsearch airflow env`` prints."""
+        env = {**self.env, **self.exports()}
         return subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    def exports(self) -> dict[str, str]:
+        import shlex
+
+        out = subprocess.run([VSEARCH, "airflow", "env"], env=self.env, capture_output=True,
+                             text=True, check=True, timeout=60)  # fmt: skip
+        pairs = (shlex.split(line.removeprefix("export "))[0] for line in out.stdout.splitlines())
+        return dict(pair.split("=", 1) for pair in pairs)
+
+    def vsearch(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([VSEARCH, *args], env=self.env, capture_output=True, text=True,
                               timeout=300)  # fmt: skip
 
     def runs(self, dag: str = DAG) -> dict[str, dict[str, Any]]:
@@ -93,11 +165,30 @@ class LocalAirflow:
             time.sleep(3)
         raise AssertionError(f"runs did not finish: {states}")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60) -> float:
+        """Stop it as a user would: Ctrl-C typed in its terminal, else one SIGTERM to the
+        ``make`` process. Returns the seconds until no process of it was left; after
+        ``timeout``, kills what is left and fails."""
+        started = time.monotonic()
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            if self.terminal is not None:
+                os.write(self.terminal, b"\x03")
+            else:
+                self.proc.send_signal(signal.SIGTERM)
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None and not leftovers(self.home):
+                return time.monotonic() - started
+            time.sleep(0.2)
+        left = leftovers(self.home)
+        for line in left:
+            os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+        raise AssertionError(f"still running {timeout:.0f} s after the stop: {left}")
+
+
+def _own_terminal() -> None:
+    """In the child: a session whose controlling terminal is its stdin (a pty), and the
+    default SIGINT disposition a shell gives a foreground job (a test runner started in
+    the background passes SIGINT on ignored)."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -1,13 +1,17 @@
-"""Airflow as a user runs it: ``vsearch airflow up`` (what ``make airflow`` starts: the API
-server, the scheduler with the LocalExecutor, the DAG processor and the triggerer), a
-build triggered through the REST API as the UI does, and a two-date backfill created
-with the ``airflow`` CLI while it runs — on 5,000 real CIFAR-10 images, with a memory
-budget that rules out exact search, so OPQ/IVF/PQ is trained and the recall gate runs.
-Then the published snapshot answers an uploaded photo through ``vsearch serve``'s app.
+"""Airflow as a user runs it: ``make airflow`` (its own PostgreSQL, the API server, the
+scheduler with the LocalExecutor, the DAG processor and the triggerer), a build
+triggered through the REST API with a token, as the README shows, and backfills created
+while the scheduler works — with the ``airflow`` CLI (set up by ``vsearch airflow env``),
+the REST API and ``vsearch airflow backfill`` — on 5,000 real CIFAR-10 images, with a
+memory budget that rules out exact search, so OPQ/IVF/PQ is trained and the recall gate
+runs. Then the published snapshot answers an uploaded photo through ``vsearch serve``'s
+app, and one SIGTERM (the session fixture's teardown) or one Ctrl-C in a terminal stops
+every part of it.
 
 Unlike ``airflow dags test``, this goes through pools, queues and the scheduler: a
-task on a pool that does not exist is never scheduled, and a component signing task
-tokens with another secret fails every task. Both happened to users before.
+task on a pool that does not exist is never scheduled, a component signing task
+tokens with another secret fails every task, and a backfill created on SQLite while
+the scheduler writes can fail with "database is locked". All happened to users before.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import io
 import json
 import re
 import tarfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SHARED_DATA
-from tests.dags.local_airflow import DAG, LocalAirflow
+from tests.dags.local_airflow import DAG, LocalAirflow, leftovers
 from vsearch.catalog import list_snapshots, read_current
 from vsearch.cli.service_process import running_service, settings_env
 from vsearch.config import Settings
@@ -47,9 +50,12 @@ def cifar_subset(out: Path, n: int) -> Path:
     return out
 
 
-def test_triggered_run_and_a_cli_backfill_build_and_publish(
+def test_triggered_run_and_backfills_build_and_publish(
     local_airflow: LocalAirflow, tmp_path: Path
 ) -> None:
+    af = local_airflow
+    assert (af.home / "airflow.cfg").exists()  # VSEARCH_DATA_DIR, not the Makefile's default
+    assert af.home.parent == af.root / "data" and af.exports()["AIRFLOW_HOME"] == str(af.home)
     images = cifar_subset(tmp_path / "cifar-5000.tar", N_IMAGES)
     # 5,000 x 1280-d in 4 MiB: no exact, IVF-Flat or IVF-SQ8 index fits; OPQ+IVF+PQ does.
     conf = {
@@ -58,41 +64,74 @@ def test_triggered_run_and_a_cli_backfill_build_and_publish(
         "memory_floor_mb": 4,
         "encoder": "efficientnet-lite0?image_size=96",
     }  # 32-px photos: 96 px is plenty
-    status, run = local_airflow.api("POST", f"/api/v2/dags/{DAG}/dagRuns",
-                              {"logical_date": "2026-03-01T00:00:00Z", "conf": conf})  # fmt: skip
+    small = {**conf, "sources": [str(cifar_subset(tmp_path / "cifar-300.tar", 300))]}
+    del small["memory_floor_mb"]
+    status, run = af.api("POST", f"/api/v2/dags/{DAG}/dagRuns",
+                         {"logical_date": "2026-03-01T00:00:00Z", "conf": conf})  # fmt: skip
     assert status == 200, run
-    args = ("backfill", "create", "--dag-id", DAG, "--from-date", "2026-02-01",
-            "--to-date", "2026-02-02", "--dag-run-conf", json.dumps(conf))  # fmt: skip
-    backfill = local_airflow.airflow_cli(*args)
-    assert backfill.returncode == 0, backfill.stderr[-3000:]
-    wanted = {run["dag_run_id"], "backfill__2026-02-01T00:00:00+00:00",
-              "backfill__2026-02-02T00:00:00+00:00"}  # fmt: skip
 
-    deadline = time.monotonic() + 1500
-    while time.monotonic() < deadline:
-        runs = local_airflow.runs()
-        states = {r: runs[r]["state"] for r in wanted if r in runs}
-        for run_id, state in states.items():
-            assert state != "failed", (run_id, local_airflow.failed_tasks(run_id))
-        if len(states) == 3 and set(states.values()) == {"success"}:
-            break
-        time.sleep(5)
-    else:
-        raise AssertionError(f"runs did not finish: {states}")
+    # A backfill from the CLI while the scheduler runs the triggered run.
+    args = ("backfill", "create", "--dag-id", DAG, "--from-date", "2026-02-01",
+            "--to-date", "2026-02-01", "--dag-run-conf", json.dumps(conf))  # fmt: skip
+    cli = af.airflow_cli(*args)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    first = backfill_of(af, "2026-02-01")
+    assert first["completed_at"] is None  # 5,000 photos: still running for a while
+
+    # Airflow runs one backfill per DAG: a second one is refused, and said so clearly.
+    request = {"dag_id": DAG, "from_date": "2026-01-01T00:00:00Z",
+               "to_date": "2026-01-01T00:00:00Z", "dag_run_conf": small}  # fmt: skip
+    status, refused = af.api("POST", "/api/v2/backfills", request)
+    assert status == 409, refused
+    second = af.vsearch("airflow", "backfill", "2026-01-01", "2026-01-01",
+                        "--conf", json.dumps(small))  # fmt: skip
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert f"backfill {first['id']} (2026-02-01 to 2026-02-01)" in second.stderr
+    assert "vsearch airflow backfill --cancel" in second.stderr
+    assert "Traceback" not in second.stderr
+
+    wanted = {run["dag_run_id"], "backfill__2026-02-01T00:00:00+00:00"}
+    states = af.wait_runs(wanted)
+    for run_id, state in states.items():
+        assert state == "success", (run_id, af.failed_tasks(run_id))
+
+    # Once it is done, a backfill through the REST API, then one through vsearch's command.
+    status, body = af.api("POST", "/api/v2/backfills", request)
+    assert status == 200, body
+    assert af.wait_runs({"backfill__2026-01-01T00:00:00+00:00"}) == {
+        "backfill__2026-01-01T00:00:00+00:00": "success"
+    }, af.failed_tasks("backfill__2026-01-01T00:00:00+00:00")
+    made = af.vsearch(
+        "airflow", "backfill", "2026-01-02", "2026-01-02", "--conf", json.dumps(small)
+    )
+    assert made.returncode == 0 and "backfill" in made.stdout, made.stderr
+    cancelled = af.vsearch("airflow", "backfill", "--cancel")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert backfill_of(af, "2026-01-02")["completed_at"] is not None
+
+    runs = af.runs()
+    assert not [r for r, v in runs.items() if v["state"] == "failed" and "2026-01-02" not in r]
     scheduled = [r for r in runs.values() if r["run_type"] == "scheduled"]
     assert all(r["state"] == "success" for r in scheduled)  # skipped: no VSEARCH_SOURCES
 
-    settings = Settings.load(environ={}, data_dir=str(local_airflow.root / "data"))
+    settings = Settings.load(environ={}, data_dir=str(af.root / "data"))
     store = LocalStore(settings.store)
-    assert {"20260201T000000Z", "20260202T000000Z", "20260301T000000Z"} <= set(
+    assert {"20260101T000000Z", "20260201T000000Z", "20260301T000000Z"} <= set(
         list_snapshots(store)
     )
-    live = read_current(store)  # the backfill of older dates did not move CURRENT back
+    live = read_current(store)  # the backfills of older dates did not move CURRENT back
     assert live is not None and live.snapshot_id == "20260301T000000Z"
     assert {"OPQ", "IVF", "PQ", "Refine"} <= set(re.split(r"[^A-Za-z]+", live.index.factory))
     assert live.recall.image_to_image_at_10 is not None
     assert live.recall.image_to_image_at_10 >= 0.95 and live.ntotal == N_IMAGES
     assert live.lineage.dag_id == DAG
+
+    # One Asset event per move of CURRENT, none for a run that did not move it (the
+    # 2026-01-01 backfill ran after 2026-03-01 was live).
+    moved = {r for r in wanted | {"backfill__2026-01-01T00:00:00+00:00"}
+             if task_state(af, r, "announce_current") == "success"}  # fmt: skip
+    assert run["dag_run_id"] in moved and "backfill__2026-01-01T00:00:00+00:00" not in moved
+    assert sorted(e["source_run_id"] for e in asset_events(af)) == sorted(moved)
 
     # The published snapshot answers an uploaded photo, with the encoder it was built with.
     with tarfile.open(images) as tar:
@@ -116,3 +155,39 @@ def upload(base: str, photo: bytes) -> list[dict[str, Any]]:
     )  # fmt: skip
     with urllib.request.urlopen(request, timeout=120) as response:
         return list(json.loads(response.read())["hits"])
+
+
+def backfill_of(af: LocalAirflow, date: str) -> dict[str, Any]:
+    status, body = af.api("GET", f"/api/v2/backfills?dag_id={DAG}&limit=100")
+    assert status == 200, body
+    found = [b for b in body["backfills"] if b["from_date"].startswith(date)]
+    assert found, body
+    return dict(found[-1])
+
+
+def task_state(af: LocalAirflow, run_id: str, task_id: str) -> str | None:
+    states = {t["task_id"]: t["state"] for t in af.task_instances(run_id)}
+    return states.get(task_id)
+
+
+def asset_events(af: LocalAirflow) -> list[dict[str, Any]]:
+    status, body = af.api("GET", "/api/v2/assets?name_pattern=vsearch_current_snapshot")
+    assert status == 200 and len(body["assets"]) == 1, body
+    asset_id = body["assets"][0]["id"]
+    status, body = af.api("GET", f"/api/v2/assets/events?asset_id={asset_id}&limit=100")
+    assert status == 200, body
+    return list(body["asset_events"])
+
+
+def test_one_ctrl_c_in_its_terminal_stops_every_part(tmp_path: Path) -> None:
+    """``make airflow`` in a terminal of its own (a pty); one Ctrl-C typed there."""
+    af = LocalAirflow(tmp_path, terminal=True)
+    try:
+        af.wait_ready()
+        assert len(leftovers(af.home)) >= 5  # make, vsearch, 4 components, PostgreSQL
+    except BaseException:
+        af.stop()
+        raise
+    seconds = af.stop()
+    assert seconds < 30, f"one Ctrl-C took {seconds:.0f} s to stop everything"
+    assert "vsearch: Airflow stopped" in af.log.read_text(errors="replace")
