@@ -1,7 +1,8 @@
 """Build, validate and publish an index snapshot from image sources.
 
 plan partitions -> fetch (mapped) -> embed (mapped, gpu) -> train (gpu) ->
-build shards (mapped) -> validate (the recall gate) -> publish (moves CURRENT).
+build shards (mapped) -> validate (the recall gate) -> publish (moves CURRENT) ->
+announce (the ``vsearch_current_snapshot`` Asset event, skipped when CURRENT did not move).
 
 The snapshot id is the run's logical date, so a retry, a rerun or a backfill of
 a date rewrites the same keys with the same content, and a backfill of an old
@@ -19,8 +20,8 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from vsearch.config import Settings
 from vsearch_airflow.operators import PublishSnapshotOperator
-from vsearch_dags import CURRENT_SNAPSHOT, DEFAULT_ARGS
-from vsearch_dags.tasks import build_shard, plan_shards, validate_snapshot
+from vsearch_dags import DEFAULT_ARGS
+from vsearch_dags.tasks import announce_current, build_shard, plan_shards, validate_snapshot
 
 if TYPE_CHECKING:
     from vsearch.stages.contracts import EmbedResult, Task
@@ -152,11 +153,12 @@ def vsearch_build_index() -> None:
             nshards=p["nshards"],
         )
 
-    publish = PublishSnapshotOperator(task_id="publish_snapshot", outlets=[CURRENT_SNAPSHOT])
+    publish = PublishSnapshotOperator(task_id="publish_snapshot")
 
     partitions = embed_partition.expand(spec=fetch_partition.expand(spec=plan_partitions()))
     shards = build_shard.expand(shard=plan_shards(train_index(partitions)))
     validate_snapshot(shards) >> publish
+    announce_current(publish.output)
 
 
 vsearch_build_index()

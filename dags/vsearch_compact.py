@@ -2,7 +2,8 @@
 
 check the delta's size -> fold it into new embedding partitions, reusing the
 live snapshot's trained index -> build shards (mapped) -> validate -> publish
-with the delta watermark, after which replicas drop the folded entries.
+with the delta watermark, after which replicas drop the folded entries -> announce
+(the ``vsearch_current_snapshot`` Asset event, only when CURRENT moved).
 
 Scheduled hourly; the first task skips the run (short-circuit) unless the
 delta holds at least ``min_entries`` entries beyond the live watermark, so an
@@ -19,8 +20,8 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from vsearch.config import Settings
 from vsearch_airflow.operators import PublishSnapshotOperator
-from vsearch_dags import COMPACT_TAG, CURRENT_SNAPSHOT, DEFAULT_ARGS
-from vsearch_dags.tasks import build_shard, plan_shards, validate_snapshot
+from vsearch_dags import COMPACT_TAG, DEFAULT_ARGS
+from vsearch_dags.tasks import announce_current, build_shard, plan_shards, validate_snapshot
 
 if TYPE_CHECKING:
     from vsearch.stages.contracts import CompactSummary
@@ -70,14 +71,13 @@ def vsearch_compact() -> None:
         store = VsearchStoreHook.for_params(ctx["params"])
         return run_stage(stages.compact, store, snapshot_id_from_context(ctx, COMPACT_TAG))
 
-    publish = PublishSnapshotOperator(
-        task_id="publish_snapshot", outlets=[CURRENT_SNAPSHOT], snapshot_tag=COMPACT_TAG
-    )
+    publish = PublishSnapshotOperator(task_id="publish_snapshot", snapshot_tag=COMPACT_TAG)
 
     folded = fold_delta()
     check_delta() >> folded
     shards = build_shard.partial(snapshot_tag=COMPACT_TAG).expand(shard=plan_shards(folded))
     validate_snapshot(shards, snapshot_tag=COMPACT_TAG) >> publish
+    announce_current(publish.output)
 
 
 vsearch_compact()

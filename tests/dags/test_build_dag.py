@@ -1,19 +1,23 @@
 """The build DAG end to end through real Airflow (``airflow dags test``, SQLite):
 on real photos, against the local store and against S3 (moto server over HTTP);
-a failing recall gate leaves CURRENT where it was; a rerun is idempotent."""
+a failing recall gate leaves CURRENT where it was; a rerun is idempotent; the
+``vsearch_current_snapshot`` Asset gets one event per move of CURRENT and none for a
+run that did not move it. Run outcomes are read from Airflow's metadata DB."""
 
 from __future__ import annotations
 
 import json
 import tarfile
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import SHARED_DATA
-from tests.dags.airflow_env import AirflowEnv, run_state
+from tests.dags.airflow_env import AirflowEnv, DagTestRun
 from vsearch.catalog import read_current, read_pointer, verify_objects
 from vsearch.delta import DeltaWrite, open_delta_log
 from vsearch.embedding.partitions import list_partitions, read_partition
@@ -23,6 +27,7 @@ from vsearch.storage.s3 import S3Store
 pytestmark = pytest.mark.slow
 COCO = SHARED_DATA / "coco256-000.tar"
 DAG = "vsearch_build_index"
+ASSET = "vsearch_current_snapshot"
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +68,31 @@ def assert_published_and_verified(store: ObjectStore, snapshot_id: str) -> None:
     assert live.encoder.name == "efficientnet-lite0"
 
 
+def assert_tasks(run: DagTestRun, skipped: Collection[str] = ()) -> None:
+    """The run succeeded: every task instance succeeded at its first try, but ``skipped``."""
+    assert run.state == "success", run.log[-4000:]
+    assert run.tasks
+    for ti in run.tasks:
+        assert ti.state == ("skipped" if ti.task_id in skipped else "success"), ti
+        assert ti.try_number == 1, ti
+
+
+def assert_announced(airflow_env: AirflowEnv, run: DagTestRun, snapshot_id: str) -> None:
+    """CURRENT moved to ``snapshot_id``: exactly one Asset event, from the announce task."""
+    (event,) = airflow_env.asset_events(ASSET, run.run_id)
+    assert event.source_task_id == "announce_current"
+    assert event.extra == {"snapshot_id": snapshot_id, "manifest": f"manifests/{snapshot_id}.json"}
+
+
+@dataclass
+class Built:
+    store: LocalStore
+    env: dict[str, str]  # what the run was given
+    first: DagTestRun
+
+
 @pytest.fixture(scope="module")
-def built(
-    airflow_env: AirflowEnv, photos: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[LocalStore, dict[str, str]]:
+def built(airflow_env: AirflowEnv, photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
     """A local store with the build DAG's first snapshot, and the env that ran it."""
     root = tmp_path_factory.mktemp("local")
     store = LocalStore(root / "store")
@@ -76,38 +102,55 @@ def built(
         "VSEARCH_DELTA_LOG": f"sqlite:///{root}/delta.sqlite3",
     }
     first = airflow_env.dags_test(DAG, "2026-02-01", conf(photos), env)
-    assert run_state(first) == "success", first.stderr[-4000:]
-    return store, env
+    assert first.state == "success", first.log[-4000:]
+    return Built(store, env, first)
 
 
 def test_local_store_build_gate_and_idempotent_rerun(
-    airflow_env: AirflowEnv, photos: Path, built: tuple[LocalStore, dict[str, str]]
+    airflow_env: AirflowEnv, photos: Path, built: Built
 ) -> None:
-    store, env = built
+    store, env = built.store, built.env
+    assert_tasks(built.first)
     assert_published_and_verified(store, "20260201T000000Z")
+    assert_announced(airflow_env, built.first, "20260201T000000Z")
     before = checksums(store)
 
+    # The rerun publishes the live snapshot again: CURRENT does not move, so the
+    # announce task skips and nothing scheduled on the Asset runs for it.
     again = airflow_env.dags_test(DAG, "2026-02-01", conf(photos), env)
-    assert run_state(again) == "success", again.stderr[-4000:]
+    assert_tasks(again, skipped={"announce_current"})
     assert checksums(store) == before  # same keys, same bytes
+    assert airflow_env.asset_events(ASSET, again.run_id) == []
 
     # A starved spec (one 4-bit code for 1280 dims) trains but cannot reach the target:
     # the gate fails the run at once (no retries: it is deterministic), CURRENT stays.
     starved = airflow_env.dags_test(
         DAG, "2026-02-02", conf(photos, factory="IVF4,PQ1x4", target_recall=0.99), env
     )
-    assert run_state(starved) == "failed"
-    log = starved.stdout + starved.stderr
-    assert "recall gate failed" in log and "AirflowFailException" in log
-    assert "up_for_retry" not in log
+    assert starved.state == "failed"
+    assert "recall gate failed" in starved.log and "AirflowFailException" in starved.log
+    gate = starved.task("validate_snapshot")
+    assert (gate.state, gate.try_number) == ("failed", 1), gate  # failed once, not retried
+    states = starved.states()
+    assert states.pop("validate_snapshot") == {"failed"}
+    assert states.pop("publish_snapshot") == {"upstream_failed"}  # never ran
+    assert states.pop("announce_current") == {"upstream_failed"}
+    assert all(s == {"success"} for s in states.values()), states
+    assert airflow_env.asset_events(ASSET, starved.run_id) == []
     assert read_pointer(store)[0].snapshot_id == "20260201T000000Z"  # type: ignore[index]
     assert not store.exists("manifests/20260202T000000Z.json")
 
+    # A backfill of an older date records its snapshot but leaves CURRENT where it is:
+    # publish succeeds, announce skips, the Asset gets no event.
+    backfill = airflow_env.dags_test(DAG, "2026-01-31", conf(photos), env)
+    assert_tasks(backfill, skipped={"announce_current"})
+    assert store.exists("manifests/20260131T000000Z.json")
+    assert read_pointer(store)[0].snapshot_id == "20260201T000000Z"  # type: ignore[index]
+    assert airflow_env.asset_events(ASSET, backfill.run_id) == []
 
-def test_compaction_folds_upserts_and_deletes(
-    airflow_env: AirflowEnv, built: tuple[LocalStore, dict[str, str]]
-) -> None:
-    store, env = built
+
+def test_compaction_folds_upserts_and_deletes(airflow_env: AirflowEnv, built: Built) -> None:
+    store, env = built.store, built.env
     base = read_current(store)
     assert base is not None
     _, ids, _ = read_partition(store, base.snapshot_id, 0)
@@ -128,13 +171,18 @@ def test_compaction_folds_upserts_and_deletes(
     idle = airflow_env.dags_test(
         "vsearch_compact", "2026-02-01T06:00:00", {"min_entries": 10}, env
     )  # below the threshold: skipped
-    assert run_state(idle) == "success"
+    assert idle.state == "success", idle.log[-4000:]
+    idle_states = idle.states()
+    assert idle_states.pop("check_delta") == {"success"}
+    assert idle_states and all(s == {"skipped"} for s in idle_states.values()), idle_states
     assert read_current(store) == base
+    assert airflow_env.asset_events(ASSET, idle.run_id) == []
 
     run = airflow_env.dags_test("vsearch_compact", "2026-02-01T07:00:00", {"min_entries": 1}, env)
-    assert run_state(run) == "success", run.stderr[-4000:]
+    assert_tasks(run)
     live = read_current(store)
     assert live is not None and live.snapshot_id == "20260201T070000Z-c"
+    assert_announced(airflow_env, run, "20260201T070000Z-c")
     assert live.delta_watermark == watermark and live.previous_snapshot_id == base.snapshot_id
     assert verify_objects(store, live) == []
     folded: set[int] = set()
@@ -170,6 +218,7 @@ def test_s3_store_through_the_airflow_connection(
         "VSEARCH_STORE": str(tmp_path / "must-not-be-used"),
     }
     run = airflow_env.dags_test(DAG, "2026-03-01", conf(photos, store_conn_id="vsearch_s3"), env)
-    assert run_state(run) == "success", run.stderr[-4000:]
+    assert_tasks(run)
     assert_published_and_verified(store, "20260301T000000Z")
+    assert_announced(airflow_env, run, "20260301T000000Z")
     assert not (tmp_path / "must-not-be-used").exists()

@@ -1,5 +1,6 @@
 """DAG integrity: the DagBag imports cleanly, every DAG has tags and retries, each
-DAG's task graph matches the one written here, and DAG files stay cheap to parse."""
+DAG's task graph matches the one written here, only the announce task carries the
+Asset, and DAG files stay cheap to parse."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ EXPECTED_GRAPHS = {
         "plan_shards": ["build_shard"],
         "build_shard": ["validate_snapshot"],
         "validate_snapshot": ["publish_snapshot"],
-        "publish_snapshot": [],
+        "publish_snapshot": ["announce_current"],
+        "announce_current": [],
     },
     "vsearch_compact": {
         "check_delta": ["fold_delta"],
@@ -28,7 +30,8 @@ EXPECTED_GRAPHS = {
         "plan_shards": ["build_shard"],
         "build_shard": ["validate_snapshot"],
         "validate_snapshot": ["publish_snapshot"],
-        "publish_snapshot": [],
+        "publish_snapshot": ["announce_current"],
+        "announce_current": [],
     },
 }
 
@@ -45,6 +48,8 @@ for dag_id, dag in bag.dags.items():
         "tags": sorted(dag.tags),
         "graph": {{t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}},
         "retries": {{t.task_id: t.retries for t in dag.tasks}},
+        "outlets": {{t.task_id: [type(o).__name__ + ":" + o.name for o in t.outlets]
+                     for t in dag.tasks if t.outlets}},
         "max_active_runs": dag.max_active_runs,
         "catchup": dag.catchup,
         "params": sorted(dag.params.keys()),
@@ -81,6 +86,14 @@ def test_graph_tags_retries(dagbag: dict[str, object], dag_id: str) -> None:
     assert dag["tags"] and "vsearch" in dag["tags"]
     assert all(r >= 2 for r in dag["retries"].values()), dag["retries"]
     assert dag["max_active_runs"] == 1 and dag["catchup"] is False
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_GRAPHS))
+def test_only_the_announce_task_carries_the_asset(dagbag: dict[str, object], dag_id: str) -> None:
+    """Airflow emits an event for every successful task with an outlet: publish has none
+    (it may succeed without moving CURRENT); announce_current, which skips then, has it."""
+    dag = dagbag["dags"][dag_id]  # type: ignore[index]
+    assert dag["outlets"] == {"announce_current": ["Asset:vsearch_current_snapshot"]}
 
 
 @pytest.mark.parametrize("dag_file", ["vsearch_build_index.py", "vsearch_compact.py"])
