@@ -20,6 +20,7 @@ import io
 import json
 import re
 import tarfile
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ def test_triggered_run_and_backfills_build_and_publish(
     states = af.wait_runs(wanted)
     for run_id, state in states.items():
         assert state == "success", (run_id, af.failed_tasks(run_id))
+    wait_backfill_done(af, "2026-02-01")  # marked complete a moment after its last run
 
     # Once it is done, a backfill through the REST API, then one through vsearch's command.
     status, body = af.api("POST", "/api/v2/backfills", request)
@@ -101,6 +103,7 @@ def test_triggered_run_and_backfills_build_and_publish(
     assert af.wait_runs({"backfill__2026-01-01T00:00:00+00:00"}) == {
         "backfill__2026-01-01T00:00:00+00:00": "success"
     }, af.failed_tasks("backfill__2026-01-01T00:00:00+00:00")
+    wait_backfill_done(af, "2026-01-01")
     made = af.vsearch(
         "airflow", "backfill", "2026-01-02", "2026-01-02", "--conf", json.dumps(small)
     )
@@ -163,6 +166,13 @@ def backfill_of(af: LocalAirflow, date: str) -> dict[str, Any]:
     found = [b for b in body["backfills"] if b["from_date"].startswith(date)]
     assert found, body
     return dict(found[-1])
+
+
+def wait_backfill_done(af: LocalAirflow, date: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while backfill_of(af, date)["completed_at"] is None:
+        assert time.monotonic() < deadline, f"the backfill of {date} never completed"
+        time.sleep(1)
 
 
 def task_state(af: LocalAirflow, run_id: str, task_id: str) -> str | None:
