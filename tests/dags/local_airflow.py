@@ -27,9 +27,9 @@ class LocalAirflow:
         self.base = f"http://localhost:{self.port}"
         self.log = root / "airflow-up.log"
         self.env = {**os.environ, "VSEARCH_DATA_DIR": str(root / "data")}
-        # Retries after seconds, not a minute, so a test can watch a task being retried
-        # (tests/dags/test_retries_under_scheduler.py).
-        self.env["VSEARCH_RETRY_DELAY_S"] = "2"
+        # Retries after seconds, not a minute, so a test can watch a task being retried and
+        # bring back the store it failed on in between (test_retries_under_scheduler.py).
+        self.env["VSEARCH_RETRY_DELAY_S"] = "5"
         self.proc = subprocess.Popen(
             [VSEARCH, "airflow", "up", "--port", str(self.port)], env=self.env,
             stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115

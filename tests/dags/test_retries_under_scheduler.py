@@ -3,7 +3,7 @@
 succeeds once the store is back; a permanent one (a source that does not exist) fails
 the task at once, on its first try, with the reason in one line of its log.
 
-The local Airflow retries after VSEARCH_RETRY_DELAY_S=2 seconds (local_airflow.py)."""
+The local Airflow retries after VSEARCH_RETRY_DELAY_S=5 seconds (local_airflow.py)."""
 
 from __future__ import annotations
 
@@ -70,9 +70,12 @@ def wait_task_state(
         ti = task(airflow, run_id, task_id)
         if ti["state"] in states:
             return ti
-        assert airflow.runs()[run_id]["state"] not in ("success", "failed"), ti
+        run_state = airflow.runs()[run_id]["state"]
+        assert run_state not in ("success", "failed"), (
+            f"the run ended {run_state} with {task_id} {ti['state']} on try {ti['try_number']}"
+        )
         time.sleep(0.3)
-    raise AssertionError(f"{task_id} never reached {states}: {ti}")
+    raise AssertionError(f"{task_id} never reached {states}: {ti['state']}")
 
 
 def task_log(airflow: LocalAirflow, run_id: str, task_id: str, try_number: int) -> str:
