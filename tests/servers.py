@@ -51,9 +51,9 @@ def _process(cmd: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[
 
 
 @contextlib.contextmanager
-def moto_server(workdir: Path) -> Iterator[str]:
-    """An S3 endpoint URL served by moto's server mode."""
-    port = free_port()
+def moto_server(workdir: Path, port: int | None = None) -> Iterator[str]:
+    """An S3 endpoint URL served by moto's server mode (on ``port``, else a free one)."""
+    port = port or free_port()
     exe = Path(sys.executable).with_name("moto_server")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
     with _process([*cmd, "-H", "127.0.0.1", "-p", str(port)], port, workdir / "moto.log"):

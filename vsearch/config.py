@@ -143,6 +143,8 @@ class Settings:
     # machine one, so that embedding gets every core).
     gpu_pool_slots: int = 1
     build_schedule: str = "@daily"
+    # Seconds before a failed task's first retry (Airflow doubles it for each later one).
+    retry_delay_s: float = 60.0
     compact_schedule: str = "@hourly"
     # Where the publish task's "Live manifest" link points: the query service's URL.
     service_url: str = "http://localhost:8000"

@@ -15,18 +15,35 @@ from typing import Any
 
 from airflow.sdk import Asset
 
+<<<<<<< HEAD
 # Announced by both DAGs' announce_current task, only when publish moved CURRENT;
 # downstream DAGs can schedule on it.
+=======
+from vsearch.config import ConfigError, Settings
+
+# Moved by both DAGs' publish task; downstream DAGs can schedule on it.
+>>>>>>> retries
 CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
 
 # Compaction snapshots are tagged: they sort just after the same date's full build.
 COMPACT_TAG = "c"
 
-# Retries with backoff for what can be transient (S3, a worker lost); the recall gate
-# fails without retrying (AirflowFailException), since it is deterministic.
+
+def _retry_delay() -> timedelta:
+    """VSEARCH_RETRY_DELAY_S (seconds, default 60), read when the DAG file is parsed: the DAG
+    processor and the task processes inherit the same environment, so both see one value."""
+    seconds = Settings.load().retry_delay_s
+    if not seconds >= 0:
+        raise ConfigError(f"VSEARCH_RETRY_DELAY_S: expected seconds >= 0, got {seconds}")
+    return timedelta(seconds=seconds)
+
+
+# Retries with backoff for what can be transient (S3, Redis, the network, a worker lost);
+# what a retry cannot fix (vsearch.stages.is_permanent: bad input, the recall gate) fails
+# without retrying (AirflowFailException, in run_stage).
 DEFAULT_ARGS: dict[str, Any] = {
     "retries": 2,
-    "retry_delay": timedelta(minutes=1),
+    "retry_delay": _retry_delay(),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=20),
 }

@@ -61,6 +61,9 @@ class LocalAirflow:
                     "VSEARCH_AIRFLOW_PORT": str(self.port)}  # fmt: skip
         for name in ("AIRFLOW_HOME", "VSEARCH_AIRFLOW_DB", "MAKEFLAGS"):
             self.env.pop(name, None)
+        # Retries after seconds, not a minute, so a test can watch a task being retried and
+        # bring back the store it failed on in between (test_retries_under_scheduler.py).
+        self.env["VSEARCH_RETRY_DELAY_S"] = "5"
         self.token = ""
         self.terminal: int | None = None
         if terminal:

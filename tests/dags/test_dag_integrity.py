@@ -125,3 +125,25 @@ print("JSON" + json.dumps({{"elapsed": elapsed, "heavy": heavy}}))
     result = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("JSON"))[4:])
     assert result["heavy"] == []
     assert result["elapsed"] < 1.0
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 60.0), ("2.5", 2.5)])
+def test_retry_delay_is_a_setting(
+    airflow_env: AirflowEnv, value: str | None, seconds: float
+) -> None:
+    """VSEARCH_RETRY_DELAY_S sets the delay before a task's first retry (default a minute),
+    as the DAG processor and the task processes parse it from the same environment."""
+    env = {k: v for k, v in airflow_env.env.items() if k != "VSEARCH_RETRY_DELAY_S"}
+    if value is not None:
+        env["VSEARCH_RETRY_DELAY_S"] = value
+    code = _DAGBAG_PROBE.replace('"retries": {{t.task_id: t.retries for t in dag.tasks}},',
+                                 '"retries": {{t.task_id: t.retry_delay.total_seconds() '
+                                 'for t in dag.tasks}},')  # fmt: skip
+    code = code.format(plugins=str(ROOT / "plugins"), dags=str(ROOT / "dags"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("JSON"))[4:])
+    assert found["errors"] == {}
+    for dag in found["dags"].values():
+        assert set(dag["retries"].values()) == {seconds}, dag["retries"]

@@ -74,16 +74,17 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.hits: dict[str, int] = {}
         self.stopping = threading.Event()
 
 
 @contextlib.contextmanager
-def image_server() -> Iterator[tuple[str, dict[str, int]]]:
-    """(base URL, hit counts by path) of a running server; stopped on exit."""
-    server = _Server()
+def image_server(port: int = 0) -> Iterator[tuple[str, dict[str, int]]]:
+    """(base URL, hit counts by path) of a running server (on ``port``, else a free one);
+    stopped on exit."""
+    server = _Server(port)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

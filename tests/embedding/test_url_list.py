@@ -150,3 +150,36 @@ def test_parquet_lists_need_pyarrow_and_say_so(tmp_path: Path) -> None:
     (tmp_path / "list.parquet").write_bytes(buf.getvalue())
     (spec,) = open_source(str(tmp_path / "list.parquet"), store=store).partitions()
     assert (spec["start"], spec["stop"]) == (0, 1)
+
+
+def test_a_shard_of_which_the_network_let_nothing_through_is_retried(
+    tmp_path: Path, store: ObjectStore
+) -> None:
+    """Every download refused (the servers, or the network, down): the shard is not stored
+    as all-failed but raises a transient error; once the server is up, the retry fetches."""
+    from vsearch.sources.fetch import FetchUnavailable
+    from vsearch.stages import is_permanent
+
+    port = free_port()  # nothing listens there yet
+    rows = [{"url": f"http://127.0.0.1:{port}/ok/{i}.jpg", "key": f"k{i}"} for i in range(3)]
+    _write_csv(tmp_path / "list.csv", rows)
+    uri = str(tmp_path / "list.csv")
+    (spec,) = open_source(uri, store=store, dataset="web", **FAST).partitions()
+    with pytest.raises(FetchUnavailable, match="none of 3 images") as down:
+        open_source(uri, store=store, dataset="web", **FAST).fetch(spec)
+    assert not is_permanent(down.value)
+    assert not store.exists("images/web/00000.stats.json")
+    with image_server(port):
+        stats = open_source(uri, store=store, dataset="web", **FAST).fetch(spec)
+    assert (stats["ok"], stats["failed"]) == (3, 0)
+
+
+def test_a_shard_with_only_final_failures_is_stored(tmp_path: Path, store: ObjectStore) -> None:
+    """Nothing came, but for reasons a retry cannot fix (404): recorded, not retried."""
+    with image_server() as (base, _):
+        _write_csv(tmp_path / "list.csv", [{"url": f"{base}/missing.jpg", "key": "gone"}])
+        uri = str(tmp_path / "list.csv")
+        (spec,) = open_source(uri, store=store, dataset="web", **FAST).partitions()
+        stats = open_source(uri, store=store, dataset="web", **FAST).fetch(spec)
+    assert (stats["ok"], stats["reasons"]) == (0, {"http-404": 1})
+    assert store.exists("images/web/00000.stats.json")

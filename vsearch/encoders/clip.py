@@ -60,21 +60,21 @@ def resolve_model_dir(name: str, revision: str | None = None) -> tuple[Path, str
         raise EncoderUnavailable(f"CLIP model directory {name!r} does not exist")
     from huggingface_hub import snapshot_download
 
-    errors = []
+    error: Exception | None = None
     for local_only in (True, False):
         try:
             folder = snapshot_download(
                 name, revision=revision, allow_patterns=_FILES, local_files_only=local_only
             )
         except Exception as e:  # offline, unknown id, no cache: all say the same to the user
-            errors.append(f"{type(e).__name__}: {e}")
+            error = e
             continue
         folder_path = Path(folder)
         return folder_path, folder_path.name  # snapshot folders are named by commit hash
     at = f" at revision {revision}" if revision else ""
     reason = (
         f"cannot load CLIP weights {name!r}{at}: not in the local Hugging Face cache and the "
-        f"hub is not reachable ({errors[-1][:200]})"
+        f"hub is not reachable ({f'{type(error).__name__}: {error}'[:200]})"
     )
     # A directory records the commit it is told (else its weights' digest): say it.
     pinned = revision is not None and _COMMIT.fullmatch(revision) is not None
@@ -85,7 +85,7 @@ def resolve_model_dir(name: str, revision: str | None = None) -> tuple[Path, str
         f"directory made by save_pretrained or by `hf download {name}{download} --local-dir "
         "DIR` on a machine with network, or set HF_HOME to a cache that holds it.",
         reason=reason,
-    )
+    ) from error  # a network error (vsearch.transient) is worth a retry; "no such repo" is not
 
 
 def weights_digest(folder: Path) -> str:

@@ -34,6 +34,11 @@ class FetchFailed(Exception):
         self.retryable = retryable
 
 
+class FetchUnavailable(ConnectionError):
+    """No image of a shard could be downloaded, every one for a network reason: the network
+    (or every server) is down, so the shard is not stored and a later try fetches it."""
+
+
 @dataclass(frozen=True)
 class FetchOptions:
     concurrency: int = 16

@@ -8,7 +8,9 @@ columns are kept as metadata). Rows are cut into shards of ``shard_size``;
   ``.txt`` captions and ``.json`` metadata (url, sizes, extra columns);
 - ``images/{dataset}/{shard:05d}.stats.json``: ok / failed counts, failures by
   reason, and every failed row's key, url and reason. Written last: a shard is
-  fetched once it exists, and a rerun does nothing.
+  fetched once it exists, and a rerun does nothing. A shard of which no image came,
+  every one for a network reason (refused, timed out, 5xx, 429), is not stored: it
+  raises ``FetchUnavailable``, and a retry of the task fetches it again.
 
 Reading a shard's items yields the images, then one item per failed row with
 empty bytes and the reason in ``metadata["_failed"]``, so that the embedding
@@ -29,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vsearch.canonical_json import json_bytes
-from vsearch.sources.fetch import Fetcher, FetchFailed, FetchOptions
+from vsearch.sources.fetch import Fetcher, FetchFailed, FetchOptions, FetchUnavailable
 from vsearch.sources.source_base import (
     FAILED,
     Item,
@@ -152,6 +154,7 @@ class UrlListSource:
         url_col, key_col, caption_col = self.columns
         fetcher = Fetcher(self.fetch_options)
         writer, failures, seen = ShardWriter(), [], set()
+        network_failures = 0
 
         def one(row_number: int, row: dict[str, Any]) -> tuple[str, dict[str, Any], Any]:
             key = _row_key(row.get(key_col), row_number)
@@ -170,6 +173,7 @@ class UrlListSource:
                 seen.add(key)
                 if isinstance(result, FetchFailed):
                     failures.append({"key": key, "url": url, "reason": result.reason})
+                    network_failures += result.retryable
                 else:
                     extra = {k: v for k, v in row.items() if k not in self.columns}
                     caption = row.get(caption_col)
@@ -180,6 +184,14 @@ class UrlListSource:
                     })  # fmt: skip
                 if progress:
                     progress(1)
+        if rows and writer.count == 0 and network_failures == len(failures):
+            # Nothing came, all for network reasons (refused, timeouts, 5xx, 429): the
+            # network or the servers are down. Store nothing, so that a retry fetches again.
+            reasons = dict(Counter(f["reason"] for f in failures))
+            raise FetchUnavailable(
+                f"{self.uri} shard {spec['index']}: none of {len(rows)} images could be "
+                f"downloaded, all for network reasons {reasons}; nothing stored"
+            )
         stats = {
             "dataset": self.dataset, "shard": spec["index"], "source": self.uri,
             "listing": spec["listing"], "rows": len(rows), "ok": writer.count,

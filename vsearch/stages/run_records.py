@@ -119,14 +119,17 @@ def read_encoder_info(store: ObjectStore, snapshot_id: str) -> EncoderInfo:
 
 def is_permanent(error: BaseException) -> bool:
     """Would running the stage again fail the same way? Bad input, a spec that fits no
-    budget, a failed recall gate, a stage run out of order, a missing object: yes. A
-    store or network error, a lost compare-and-swap, memory: maybe not (retry those)."""
+    budget, a failed recall gate, a stage run out of order, a missing object, weights that
+    are nowhere: yes. A store or network error (also one an error was raised from: weights
+    the hub could not be reached for), a lost compare-and-swap, memory: maybe not (retry
+    those)."""
     from vsearch.catalog import PublishConflict, SnapshotNotFound, VerificationError
     from vsearch.encoders.encoder_base import EncoderUnavailable
     from vsearch.index.train import GpuUnavailable
     from vsearch.storage import ObjectNotFound
+    from vsearch.transient import is_network_error
 
-    if isinstance(error, PublishConflict | MemoryError | OSError):
+    if isinstance(error, PublishConflict | MemoryError | OSError) or is_network_error(error):
         return False
     return isinstance(
         error,

@@ -1,0 +1,137 @@
+"""Retries as the real scheduler does them (``vsearch airflow up``, the shared
+``local_airflow``): a transient fault (the S3 endpoint down) is retried and the run
+succeeds once the store is back; a permanent one (a source that does not exist) fails
+the task at once, on its first try, with the reason in one line of its log.
+
+The local Airflow retries after VSEARCH_RETRY_DELAY_S=5 seconds (local_airflow.py)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SHARED_DATA
+from tests.dags.local_airflow import DAG, LocalAirflow
+from tests.servers import aws_test_credentials, free_port, moto_server
+from vsearch.catalog import read_current
+from vsearch.storage.s3 import S3Store
+
+pytestmark = pytest.mark.slow
+COCO = SHARED_DATA / "coco256-000.tar"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of 48 real COCO photos."""
+    out = tmp_path_factory.mktemp("photos")
+    with tarfile.open(COCO) as tar:
+        members = [m for m in tar.getmembers() if m.name.endswith(".jpg")][:48]
+        for m in members:
+            (out / Path(m.name).name).write_bytes(tar.extractfile(m).read())  # type: ignore[union-attr]
+    return out
+
+
+def conf(sources: list[str], **overrides: object) -> dict[str, object]:
+    return {
+        "sources": sources,
+        "partition_size": 40,
+        "nshards": 1,
+        "bytes_per_vector": 64,
+        "target_recall": 0.9,
+        **overrides,
+    }
+
+
+def trigger(airflow: LocalAirflow, logical_date: str, run_conf: dict[str, object]) -> str:
+    status, run = airflow.api(
+        "POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": logical_date, "conf": run_conf}
+    )
+    assert status == 200, run
+    return str(run["dag_run_id"])
+
+
+def task(airflow: LocalAirflow, run_id: str, task_id: str) -> dict[str, Any]:
+    found = [t for t in airflow.task_instances(run_id) if t["task_id"] == task_id]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def wait_task_state(
+    airflow: LocalAirflow, run_id: str, task_id: str, states: set[str], timeout: float = 300
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ti = task(airflow, run_id, task_id)
+        if ti["state"] in states:
+            return ti
+        run_state = airflow.runs()[run_id]["state"]
+        assert run_state not in ("success", "failed"), (
+            f"the run ended {run_state} with {task_id} {ti['state']} on try {ti['try_number']}"
+        )
+        time.sleep(0.3)
+    raise AssertionError(f"{task_id} never reached {states}: {ti['state']}")
+
+
+def task_log(airflow: LocalAirflow, run_id: str, task_id: str, try_number: int) -> str:
+    path = f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+    status, body = airflow.api("GET", path)
+    assert status == 200, body
+    return json.dumps(body["content"])
+
+
+def test_store_down_is_retried_and_the_run_succeeds_once_it_is_back(
+    local_airflow: LocalAirflow, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()  # nothing listens here until the first try has failed
+    endpoint = f"http://127.0.0.1:{port}"
+    bucket = f"retry-{uuid.uuid4().hex[:10]}"
+    conn_id = f"vsearch_retry_{uuid.uuid4().hex[:6]}"
+    extra = {"store_url": f"s3://{bucket}/vsearch", "endpoint_url": endpoint,
+             "region_name": "us-east-1"}  # fmt: skip
+    status, body = local_airflow.api("POST", "/api/v2/connections", {
+        "connection_id": conn_id, "conn_type": "aws", "login": "testing",
+        "password": "testing-secret", "extra": json.dumps(extra),
+    })  # fmt: skip
+    assert status == 201, body
+    try:
+        run_id = trigger(local_airflow, "2026-05-01T00:00:00Z",
+                         conf([str(photos)], store_conn_id=conn_id))  # fmt: skip
+        # plan_partitions is the first task to touch the store: its first try fails
+        # on the refused connection, and Airflow schedules a retry.
+        failed = wait_task_state(local_airflow, run_id, "plan_partitions", {"up_for_retry"})
+        assert failed["try_number"] == 1, failed
+        with moto_server(tmp_path, port):
+            for name, value in aws_test_credentials().items():
+                monkeypatch.setenv(name, value)
+            store = S3Store(bucket, "vsearch", endpoint_url=endpoint)
+            store.client.create_bucket(Bucket=bucket)
+            states = local_airflow.wait_runs({run_id}, timeout=600)
+            assert states == {run_id: "success"}, local_airflow.failed_tasks(run_id)
+            retried = task(local_airflow, run_id, "plan_partitions")
+            assert (retried["state"], retried["try_number"]) == ("success", 2), retried
+            assert "EndpointConnectionError" in task_log(local_airflow, run_id,
+                                                         "plan_partitions", 1)  # fmt: skip
+            live = read_current(store)
+            assert live is not None and live.snapshot_id == "20260501T000000Z"
+            assert live.ntotal == 48
+    finally:
+        local_airflow.api("DELETE", f"/api/v2/connections/{conn_id}")
+
+
+def test_a_missing_source_fails_at_once_in_one_line(
+    local_airflow: LocalAirflow, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-photos"
+    run_id = trigger(local_airflow, "2026-05-02T00:00:00Z", conf([str(missing)]))
+    assert local_airflow.wait_runs({run_id}, timeout=300) == {run_id: "failed"}
+    plan = task(local_airflow, run_id, "plan_partitions")
+    # Failed on its first try, never up_for_retry: a second try could only fail the same way.
+    assert (plan["state"], plan["try_number"]) == ("failed", 1), plan
+    log = task_log(local_airflow, run_id, "plan_partitions", 1)
+    assert f"SourceError: {str(missing)!r}" in log or f"SourceError: {missing}" in log, log[-3000:]
