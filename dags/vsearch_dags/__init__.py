@@ -15,14 +15,10 @@ from typing import Any
 
 from airflow.sdk import Asset
 
-<<<<<<< HEAD
-# Announced by both DAGs' announce_current task, only when publish moved CURRENT;
-# downstream DAGs can schedule on it.
-=======
 from vsearch.config import ConfigError, Settings
 
-# Moved by both DAGs' publish task; downstream DAGs can schedule on it.
->>>>>>> retries
+# Announced by both DAGs' announce_current task, only when publish moved CURRENT;
+# downstream DAGs can schedule on it.
 CURRENT_SNAPSHOT = Asset("vsearch_current_snapshot")
 
 # Compaction snapshots are tagged: they sort just after the same date's full build.
