@@ -55,8 +55,11 @@ class AirflowUI:
         self.log = root / "api-server.log"
         self.env = {k: v for k, v in os.environ.items()
                     if k != "AIRFLOW_HOME" and not k.startswith("AIRFLOW__")}  # fmt: skip
+        # Pages only, one process using the DB: SQLite (VSEARCH_AIRFLOW_DB), not the
+        # PostgreSQL server `vsearch airflow up` runs, which `init` stops when done.
         self.env.update(VSEARCH_DATA_DIR=str(root / "data"),
-                        VSEARCH_SERVICE_URL="http://localhost:8000")  # fmt: skip
+                        VSEARCH_SERVICE_URL="http://localhost:8000",
+                        VSEARCH_AIRFLOW_DB=f"sqlite:///{self.home}/airflow.db")  # fmt: skip
         argv = [str(BIN / "vsearch"), "airflow", "init", "--port", str(self.port)]
         init = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=300)
         assert init.returncode == 0, init.stdout[-3000:] + init.stderr[-3000:]

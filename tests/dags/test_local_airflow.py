@@ -30,7 +30,7 @@ import pytest
 from tests.conftest import SHARED_DATA
 from tests.dags.local_airflow import DAG, LocalAirflow, leftovers
 from vsearch.catalog import list_snapshots, read_current
-from vsearch.cli.service_process import running_service, settings_env
+from vsearch.cli.service_process import http_json, running_service, settings_env
 from vsearch.config import Settings
 from vsearch.storage import LocalStore
 
@@ -67,8 +67,14 @@ def test_triggered_run_and_backfills_build_and_publish(
     }  # 32-px photos: 96 px is plenty
     small = {**conf, "sources": [str(cifar_subset(tmp_path / "cifar-300.tar", 300))]}
     del small["memory_floor_mb"]
-    status, run = af.api("POST", f"/api/v2/dags/{DAG}/dagRuns",
-                         {"logical_date": "2026-03-01T00:00:00Z", "conf": conf})  # fmt: skip
+    # The README's REST trigger: a token from `vsearch airflow token`, then the run.
+    token = af.vsearch("airflow", "token")
+    assert token.returncode == 0, token.stderr
+    status, run = http_json(
+        "POST", f"{af.base}/api/v2/dags/{DAG}/dagRuns",
+        {"logical_date": "2026-03-01T00:00:00Z", "conf": conf},
+        {"Authorization": f"Bearer {token.stdout.strip()}"},
+    )  # fmt: skip
     assert status == 200, run
 
     # A backfill from the CLI while the scheduler runs the triggered run.

@@ -296,6 +296,15 @@ def running_api(ctx: Context) -> tuple[str, dict[str, str]]:
     return base, {"Authorization": f"Bearer {body['access_token']}"}
 
 
+@airflow.command("token")
+@pass_context
+def token_command(ctx: Context) -> None:
+    """Print a bearer token for the running local Airflow's REST API (POST /auth/token
+    with the printed login does the same): `curl -H "Authorization: Bearer $TOKEN" …`."""
+    _, auth = running_api(ctx)
+    click.echo(auth["Authorization"].removeprefix("Bearer "))
+
+
 @airflow.command("backfill")
 @click.argument("from_date", required=False)
 @click.argument("to_date", required=False)
