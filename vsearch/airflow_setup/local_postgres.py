@@ -167,7 +167,7 @@ class LocalPostgres:
             return  # the pid was reused: the server itself ignores a stale pid file
         os.kill(pid, signal.SIGINT)  # fast shutdown
         deadline = time.monotonic() + 30
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while _running(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -200,6 +200,14 @@ class LocalPostgres:
                     cur.execute(f'CREATE DATABASE "{DB_NAME}"')
         finally:
             conn.close()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child its parent has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -4,9 +4,10 @@
 a SIGTERM without a terminal the scheduler, the DAG processor, the triggerer and the
 executor's workers were left behind. Here each component runs in a session of its own
 (a terminal's Ctrl-C reaches this process only), and ``stop`` ends them in order:
-SIGTERM to every process of every component (their workers and task processes
-included, found before the first signal), a grace period, then SIGKILL to whatever is
-left. The caller stops the metadata database after that.
+SIGTERM to every process of every component but the API server (their workers and task
+processes included, found before the first signal), a grace period, SIGKILL to
+whatever is left; then the same for the API server, which the others' tasks report to
+until they end. The caller stops the metadata database after that.
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ class Supervisor:
         """The components that have exited, with their exit codes."""
         return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
 
-    def processes(self) -> list[psutil.Process]:
-        """Every live process of every component: the component and its descendants."""
+    def processes(self, names: Sequence[str] | None = None) -> list[psutil.Process]:
+        """Every live process of the named components (default: all), descendants too."""
         found: list[psutil.Process] = []
-        for proc in self.procs.values():
+        for name, proc in self.procs.items():
+            if names is not None and name not in names:
+                continue
             try:
                 top = psutil.Process(proc.pid)
                 found += [top, *top.children(recursive=True)]
@@ -66,24 +69,44 @@ class Supervisor:
         return found
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM everything, wait up to ``grace`` seconds, SIGKILL what is left."""
-        victims = self.processes()
-        groups = {p.pid for p in self.procs.values()}  # each leads its own group
+        """Stop the components in two steps, each with ``grace`` seconds before SIGKILL:
+        first all but the API server (the scheduler hands SIGTERM on to running tasks,
+        which report how they ended through the API server's execution API, as the
+        triggerer does: with the API server gone they would retry until killed), then
+        the API server."""
+        first = [n for n in self.procs if n != "api-server"]
+        self._stop(first, grace)
+        self._stop(["api-server"], grace)
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+
+    def _stop(self, names: Sequence[str], grace: float) -> None:
+        """SIGTERM every process of ``names``, wait up to ``grace`` s, SIGKILL the rest."""
+        victims = self.processes(names)
+        groups = {self.procs[n].pid for n in names if n in self.procs}  # each leads a group
         for pid in groups:
             _signal_group(pid, signal.SIGTERM)
         for p in victims:
             _signal(p, signal.SIGTERM)
         _, alive = psutil.wait_procs(victims, timeout=grace)
         # A process may have forked after the first look: look again before the end.
-        alive = {p for p in alive if p.is_running()} | set(self.processes())
+        alive = {p for p in alive if p.is_running()} | set(self.processes(names))
+        if alive:
+            named = sorted({_name(p) for p in alive})
+            self.say(f"vsearch: killing what ignored SIGTERM for {grace:.0f} s: {named}")
         for pid in groups:
             _signal_group(pid, signal.SIGKILL)
         for p in alive:
             _signal(p, signal.SIGKILL)
         psutil.wait_procs(list(alive), timeout=5)
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline()[1:3]) or process.name()
+    except psutil.Error:
+        return str(process.pid)
 
 
 def _signal(process: psutil.Process, sig: int) -> None:
