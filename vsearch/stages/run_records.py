@@ -127,7 +127,7 @@ def is_permanent(error: BaseException) -> bool:
     from vsearch.encoders.encoder_base import EncoderUnavailable
     from vsearch.index.train import GpuUnavailable
     from vsearch.storage import ObjectNotFound
-    from vsearch.transient import is_network_error
+    from vsearch.stages.transient import is_network_error
 
     if isinstance(error, PublishConflict | MemoryError | OSError) or is_network_error(error):
         return False
