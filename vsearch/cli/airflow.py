@@ -217,7 +217,7 @@ def up(ctx: Context, port: int, host: str) -> None:
             if failed:
                 break
             if not announced and _healthy(port):
-                click.echo(banner_text(home, port, password))
+                click.echo(banner_text(port, password, env["VSEARCH_STORE"]))
                 announced = True
     finally:
         why = f"signal {request.signal}" if request.signal else f"{sorted(failed)} exited"
@@ -242,13 +242,14 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def banner_text(home: Path, port: int, password: str) -> str:
+def banner_text(port: int, password: str, store: str) -> str:
     conf = '{"sources": ["/abs/path/to/photos"]}'
     return (
         f"\n  vsearch: Airflow UI at http://localhost:{port}   login: {ADMIN} / {password}\n"
         f"  Trigger {DAG} with the config {conf}. Backfill from the UI or another terminal:\n"
         f"    vsearch airflow backfill 2026-01-01 2026-01-07 --conf '{conf}'\n"
-        f"  (same VSEARCH_DATA_DIR). One Ctrl-C stops everything.\n"
+        f"  Snapshots are published to {store}: `vsearch serve` with the same\n"
+        f"  VSEARCH_DATA_DIR (or VSEARCH_STORE) serves them. One Ctrl-C stops everything.\n"
     )
 
 

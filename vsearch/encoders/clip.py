@@ -85,7 +85,7 @@ def resolve_model_dir(name: str, revision: str | None = None) -> tuple[Path, str
         f"directory made by save_pretrained or by `hf download {name}{download} --local-dir "
         "DIR` on a machine with network, or set HF_HOME to a cache that holds it.",
         reason=reason,
-    ) from error  # a network error (vsearch.stages.transient) is worth a retry; "no such repo" is not
+    ) from error  # a network error (stages.transient) is worth a retry; "no such repo" is not
 
 
 def weights_digest(folder: Path) -> str:

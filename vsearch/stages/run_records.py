@@ -126,8 +126,8 @@ def is_permanent(error: BaseException) -> bool:
     from vsearch.catalog import PublishConflict, SnapshotNotFound, VerificationError
     from vsearch.encoders.encoder_base import EncoderUnavailable
     from vsearch.index.train import GpuUnavailable
-    from vsearch.storage import ObjectNotFound
     from vsearch.stages.transient import is_network_error
+    from vsearch.storage import ObjectNotFound
 
     if isinstance(error, PublishConflict | MemoryError | OSError) or is_network_error(error):
         return False
