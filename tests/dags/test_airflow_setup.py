@@ -143,3 +143,23 @@ def test_the_supervisor_stops_every_process_of_a_component_even_one_ignoring_sig
     parts.stop(grace=1.0)
     assert time.monotonic() - started < 10
     assert not [p for p in everything if p.is_running() and p.status() != "zombie"]
+
+
+def test_a_second_airflow_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    """It would share the first's PostgreSQL, and stop it as a leftover."""
+    import fcntl
+
+    home = tmp_path / "data" / "airflow"
+    home.mkdir(parents=True)
+    with open(home / "up.lock", "w") as lock:
+        lock.write("4242")
+        lock.flush()
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first `vsearch airflow up`
+        second = CliRunner().invoke(
+            main,
+            ["airflow", "up"],
+            env={"VSEARCH_DATA_DIR": str(tmp_path / "data"), "AIRFLOW_HOME": ""},
+        )
+    assert second.exit_code == 1
+    assert f"a local Airflow already runs on {home} (pid 4242)" in second.output
+    assert not (home / "postgres").exists() and not (home / "airflow.cfg").exists()

@@ -147,6 +147,30 @@ def run_init(ctx: Context, home: Path, env: dict[str, str]) -> None:
         raise click.ClickException(f"airflow init failed (AIRFLOW_HOME={home})")
 
 
+def hold_home(home: Path) -> None:
+    """Claim the home for this process's lifetime, or fail saying who holds it: two
+    ``vsearch airflow up`` on one data dir would share (and the second would stop, as a
+    leftover) one PostgreSQL server. The lock goes with the process, however it ends."""
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / "up.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise click.ClickException(
+            f"a local Airflow already runs on {home} (pid {holder}): use it, or stop it first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _HELD.append(fd)  # open until the process exits
+
+
+_HELD: list[int] = []
+
+
 def uses_local_postgres() -> bool:
     return not os.environ.get("VSEARCH_AIRFLOW_DB")
 
@@ -177,6 +201,7 @@ def init_command(ctx: Context, port: int, host: str) -> None:
     """
     from vsearch.airflow_setup.local_postgres import stop
 
+    hold_home(airflow_home(ctx))
     home, env, _ = prepare(ctx, port, host)
     server = local_postgres(home).start(env) if uses_local_postgres() else None
     try:
@@ -197,6 +222,7 @@ def up(ctx: Context, port: int, host: str) -> None:
     from vsearch.airflow_setup.local_postgres import stop
     from vsearch.airflow_setup.supervisor import StopRequest, Supervisor
 
+    hold_home(airflow_home(ctx))
     request = StopRequest()  # from here on, a signal asks for an orderly stop
     home, env, password = prepare(ctx, port, host)
     server = None
