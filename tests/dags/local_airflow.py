@@ -7,6 +7,7 @@ One per test session: ``local_airflow`` in conftest.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -168,24 +169,57 @@ class LocalAirflow:
             time.sleep(3)
         raise AssertionError(f"runs did not finish: {states}")
 
+    def processes(self) -> dict[int, str]:
+        """Every process of it now: ``make``'s descendants (the API server among them: it
+        rewrites its title over its environment) and any with its AIRFLOW_HOME."""
+        import psutil
+
+        found = dict(line.split(": ", 1) for line in leftovers(self.home))
+        procs = {int(pid): cmd for pid, cmd in found.items()}
+        try:
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    procs[child.pid] = " ".join(child.cmdline())[:200]
+        except psutil.NoSuchProcess:
+            pass
+        return procs
+
     def stop(self, timeout: float = 60) -> float:
         """Stop it as a user would: Ctrl-C typed in its terminal, else one SIGTERM to the
         ``make`` process. Returns the seconds until no process of it was left; after
         ``timeout``, kills what is left and fails."""
+        import psutil
+
+        before = [psutil.Process(pid) for pid in self.processes() if psutil.pid_exists(pid)]
         started = time.monotonic()
         if self.proc.poll() is None:
             if self.terminal is not None:
                 os.write(self.terminal, b"\x03")
             else:
                 self.proc.send_signal(signal.SIGTERM)
+
+        def left() -> list[str]:
+            alive = {p.pid: " ".join(p.cmdline())[:200] for p in before if _alive(p)}
+            return [f"{pid}: {cmd}" for pid, cmd in {**alive, **self.processes()}.items()]
+
         while time.monotonic() - started < timeout:
-            if self.proc.poll() is not None and not leftovers(self.home):
+            if self.proc.poll() is not None and not left():
                 return time.monotonic() - started
             time.sleep(0.2)
-        left = leftovers(self.home)
-        for line in left:
-            os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
-        raise AssertionError(f"still running {timeout:.0f} s after the stop: {left}")
+        remaining = left()
+        for line in remaining:
+            with contextlib.suppress(OSError):
+                os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+        raise AssertionError(f"still running {timeout:.0f} s after the stop: {remaining}")
+
+
+def _alive(process: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def _own_terminal() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SHARED_DATA
-from tests.dags.local_airflow import DAG, LocalAirflow, leftovers
+from tests.dags.local_airflow import DAG, LocalAirflow
 from vsearch.catalog import list_snapshots, read_current
 from vsearch.cli.service_process import http_json, running_service, settings_env
 from vsearch.config import Settings
@@ -57,6 +57,8 @@ def test_triggered_run_and_backfills_build_and_publish(
     af = local_airflow
     assert (af.home / "airflow.cfg").exists()  # VSEARCH_DATA_DIR, not the Makefile's default
     assert af.home.parent == af.root / "data" and af.exports()["AIRFLOW_HOME"] == str(af.home)
+    # The API server listens on loopback only, and nothing else of it listens at all.
+    assert listening_ports(af) == [("127.0.0.1", af.port)]
     images = cifar_subset(tmp_path / "cifar-5000.tar", N_IMAGES)
     # 5,000 x 1280-d in 4 MiB: no exact, IVF-Flat or IVF-SQ8 index fits; OPQ+IVF+PQ does.
     conf = {
@@ -166,6 +168,18 @@ def upload(base: str, photo: bytes) -> list[dict[str, Any]]:
         return list(json.loads(response.read())["hits"])
 
 
+def listening_ports(af: LocalAirflow) -> list[tuple[str, int]]:
+    """The TCP sockets in LISTEN state of the local Airflow's processes."""
+    import psutil
+
+    pids = set(af.processes())
+    found = set()
+    for conn in psutil.net_connections("inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            found.add((conn.laddr.ip, conn.laddr.port))
+    return sorted(found)
+
+
 def backfill_of(af: LocalAirflow, date: str) -> dict[str, Any]:
     status, body = af.api("GET", f"/api/v2/backfills?dag_id={DAG}&limit=100")
     assert status == 200, body
@@ -200,7 +214,7 @@ def test_one_ctrl_c_in_its_terminal_stops_every_part(tmp_path: Path) -> None:
     af = LocalAirflow(tmp_path, terminal=True)
     try:
         af.wait_ready()
-        assert len(leftovers(af.home)) >= 5  # make, vsearch, 4 components, PostgreSQL
+        assert len(af.processes()) >= 6  # vsearch, 4 components, PostgreSQL
     except BaseException:
         af.stop()
         raise

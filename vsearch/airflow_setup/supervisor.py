@@ -20,8 +20,38 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
+
+
+class HomeInUse(RuntimeError):
+    """Another ``vsearch airflow up`` (or ``init``) runs on this Airflow home."""
+
+
+_HELD: list[int] = []
+
+
+def claim(home: Path) -> None:
+    """Claim ``home`` for this process's lifetime, or raise ``HomeInUse`` naming who holds
+    it: two ``vsearch airflow up`` on one data dir would share (and the second would stop,
+    as a leftover) one PostgreSQL server. The lock goes with the process, however it ends."""
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / "up.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise HomeInUse(
+            f"a local Airflow already runs on {home} (pid {holder}): use it, or stop it first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _HELD.append(fd)  # open until the process exits
+
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 

@@ -148,27 +148,12 @@ def run_init(ctx: Context, home: Path, env: dict[str, str]) -> None:
 
 
 def hold_home(home: Path) -> None:
-    """Claim the home for this process's lifetime, or fail saying who holds it: two
-    ``vsearch airflow up`` on one data dir would share (and the second would stop, as a
-    leftover) one PostgreSQL server. The lock goes with the process, however it ends."""
-    import fcntl
+    from vsearch.airflow_setup.supervisor import HomeInUse, claim
 
-    home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home / "up.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise click.ClickException(
-            f"a local Airflow already runs on {home} (pid {holder}): use it, or stop it first"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    _HELD.append(fd)  # open until the process exits
-
-
-_HELD: list[int] = []
+        claim(home)
+    except HomeInUse as e:
+        raise click.ClickException(str(e)) from None
 
 
 def uses_local_postgres() -> bool:
