@@ -19,11 +19,14 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from vsearch.cli import Context
+
+if TYPE_CHECKING:
+    from vsearch.airflow_setup.local_postgres import LocalPostgres
 
 pass_context = click.make_pass_decorator(Context)
 
@@ -38,7 +41,7 @@ def airflow_home(ctx: Context) -> Path:
     return Path(os.environ.get("AIRFLOW_HOME") or Path(ctx.settings.data_dir) / "airflow").resolve()
 
 
-def local_postgres(home: Path) -> Any:
+def local_postgres(home: Path) -> LocalPostgres:
     from vsearch.airflow_setup.local_postgres import LocalPostgres
 
     return LocalPostgres(home / "postgres")
