@@ -17,7 +17,9 @@ from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, sn
 from vsearch.cli.service_process import http_json, running_service
 from vsearch.storage import LocalStore
 
-N, D, CLIENTS, MAX_REQUESTS = 2000, 64, 4, 4000
+N, D, CLIENTS = 2000, 64, 4
+PER_SNAPSHOT = 20  # answers each live snapshot must give under load before the next swap
+DEADLINE_S = 60  # only a hung service runs into it: nothing waits for it to pass
 
 
 def snapshot(store: LocalStore, day: int) -> Any:
@@ -25,7 +27,58 @@ def snapshot(store: LocalStore, day: int) -> Any:
     return build_snapshot(store, snapshot_id(day), sample_vectors(N, D, seed=day), ids, nshards=2)
 
 
+class Load:
+    """Clients searching until ``stop``; every answer recorded in order, every failure
+    kept. ``wait_for_answers(sid, n, since)`` blocks until ``n`` answers from snapshot
+    ``sid`` arrived after the first ``since`` (a condition, not a sleep)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.responses: list[tuple[int, Any]] = []
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.changed = threading.Condition()
+        self.threads = [threading.Thread(target=self.client, args=(i,)) for i in range(CLIENTS)]
+
+    def client(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        while not self.stop.is_set():
+            q = rng.standard_normal(D).astype("float32")
+            try:
+                status, body = http_json(
+                    "POST", f"{self.base}/v1/search", {"vector": q.tolist(), "k": 5}, timeout=10
+                )
+            except Exception as e:  # a refused or dropped connection is a failed request
+                with self.changed:
+                    self.failures.append(repr(e))
+                    self.changed.notify_all()
+                continue
+            with self.changed:
+                self.responses.append((status, body))
+                self.changed.notify_all()
+
+    def answered(self) -> int:
+        with self.changed:
+            return len(self.responses)
+
+    def wait_for_answers(self, sid: str, n: int, since: int) -> None:
+        def enough() -> bool:
+            new = self.responses[since:]
+            if self.failures or any(status != 200 for status, _ in new):
+                return True  # the assertions after the run say what went wrong
+            return sum(_sid(b) == sid for _, b in new) >= n
+
+        with self.changed:
+            assert self.changed.wait_for(enough, DEADLINE_S), f"{sid}: no {n} answers under load"
+
+
+def _sid(body: Any) -> Any:
+    return body.get("snapshot_id") if isinstance(body, dict) else None
+
+
 def test_current_moves_four_times_under_load_without_a_failed_request(tmp_path: Path) -> None:
+    """Each swap is awaited on the service's own word (``/readyz`` names the snapshot),
+    load runs throughout, and each live snapshot answers searches before the next swap."""
     store = LocalStore(tmp_path / "store")
     manifests = {day: snapshot(store, day) for day in (1, 2, 3, 4)}
     publish(store, manifests[1])
@@ -36,61 +89,40 @@ def test_current_moves_four_times_under_load_without_a_failed_request(tmp_path: 
         "VSEARCH_SERVICE_THREADS": "8",
         "VSEARCH_SERVICE_WORKERS": "1",
     }
-    responses: list[tuple[int, Any]] = []
-    failures: list[str] = []
-    stop = threading.Event()
-    lock = threading.Lock()
-
+    moves = [2, 3, 1, 4]  # 1 again: a rollback is just another swap
+    seen_live = []
     with running_service(env, log_path=tmp_path / "service.log") as base:
-
-        def client(seed: int) -> None:
-            rng = np.random.default_rng(seed)
-            while not stop.is_set() and len(responses) < MAX_REQUESTS:
-                q = rng.standard_normal(D).astype("float32")
-                try:
-                    status, body = http_json(
-                        "POST", f"{base}/v1/search", {"vector": q.tolist(), "k": 5}, timeout=10
-                    )
-                except Exception as e:  # a refused or dropped connection is a failed request
-                    with lock:
-                        failures.append(repr(e))
-                    continue
-                with lock:
-                    responses.append((status, body))
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-        for t in threads:
-            t.start()
+        load = Load(base)
 
         def served() -> str:
             return str(http_json("GET", f"{base}/readyz")[1]["snapshot_id"])
 
-        moves = [2, 3, 1, 4]  # 1 again: a rollback is just another swap
-        seen_live = []
+        for t in load.threads:
+            t.start()
         try:
-            time.sleep(0.5)
+            load.wait_for_answers(snapshot_id(1), PER_SNAPSHOT, since=0)
             for day in moves:
                 publish(store, manifests[day])
-                deadline = time.monotonic() + 30
-                while served() != snapshot_id(day):
+                deadline = time.monotonic() + DEADLINE_S
+                while served() != snapshot_id(day):  # polling the service, with a deadline
                     assert time.monotonic() < deadline, f"{snapshot_id(day)} never went live"
                     time.sleep(0.05)
                 seen_live.append(served())
-                time.sleep(0.4)  # keep searching on it
+                load.wait_for_answers(snapshot_id(day), PER_SNAPSHOT, since=load.answered())
         finally:
-            stop.set()
-            for t in threads:
+            load.stop.set()
+            for t in load.threads:
                 t.join(30)
     assert seen_live == [snapshot_id(d) for d in moves]
-    assert failures == []
-    assert len(responses) > 100
-    bad = [(s, b) for s, b in responses if s != 200]
+    assert load.failures == []
+    bad = [(s, b) for s, b in load.responses if s != 200]
     assert bad == []
     by_snapshot: dict[str, int] = {}
     day_of = {m.snapshot_id: day for day, m in manifests.items()}
-    for _, body in responses:
+    for _, body in load.responses:
         sid = body["snapshot_id"]
         assert len(body["hits"]) == 5
         assert all(h["id"] // 1_000_000 == day_of[sid] for h in body["hits"]), body
         by_snapshot[sid] = by_snapshot.get(sid, 0) + 1
     assert set(by_snapshot) == {m.snapshot_id for m in manifests.values()}
+    assert min(by_snapshot.values()) >= PER_SNAPSHOT, by_snapshot
