@@ -66,7 +66,7 @@ class Load:
             new = self.responses[since:]
             if self.failures or any(status != 200 for status, _ in new):
                 return True  # the assertions after the run say what went wrong
-            return sum(_sid(b) == sid for _, b in new) >= n
+            return sum(1 for _, b in new if _sid(b) == sid) >= n
 
         with self.changed:
             assert self.changed.wait_for(enough, DEADLINE_S), f"{sid}: no {n} answers under load"
