@@ -74,12 +74,16 @@ def read_shards_bounded(paths: Sequence[Path], limit_bytes: int) -> ShardsRead:
     done = lines[-1] if lines else {}
     reading = max((m["reading"] for m in lines if "reading" in m), default=None)
     where = f"shards[{reading}]" if reading is not None else "shards"
+    if done.get("error") == "limit":  # permanent: the process's limits allow no cap
+        raise SnapshotRefused(f"the shard reader cannot cap its address space: {done['message']}")
     if "error" in done:
         where = f"shards[{done['shard']}]"
         if done["error"] == "memory":
+            hard = next((m["hard"] for m in lines if m.get("hard")), None)
+            under = f", the hard address-space limit of {hard / 2**20:.0f} MiB" if hard else ""
             raise SnapshotRefused(
                 f"{where}: reading it needs more memory than the budget allows "
-                f"({limit_bytes / 2**20:.1f} MiB; the file's headers ask for more)"
+                f"({limit_bytes / 2**20:.1f} MiB{under}; the file's headers ask for more)"
             )
         raise SnapshotRefused(f"{where}: unreadable index: {done['message']}")
     if proc.returncode < 0:  # killed by a signal: a crafted file crashed faiss
@@ -102,7 +106,16 @@ def _read_shards_child() -> None:  # pragma: no cover - runs in the child proces
     base = _heap_in_use()
     vm = _vm_size()
     if vm is not None:  # the interpreter and libraries as loaded, the files mapped, the limit
-        resource.setrlimit(resource.RLIMIT_AS, (vm + limit, resource.RLIM_INFINITY))
+        # The hard limit stays as inherited (under ``ulimit -v`` it cannot be raised):
+        # the cap is the budget's or, when that is tighter, the hard limit.
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        capped = hard != resource.RLIM_INFINITY and hard < vm + limit
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (hard if capped else vm + limit, hard))
+        except (ValueError, OSError) as e:
+            print(json.dumps({"error": "limit", "message": str(e)}), flush=True)
+            return
+        print(json.dumps({"hard": hard if capped else None}), flush=True)
     indexes, shapes = [], []
     for j, path in enumerate(paths):
         print(json.dumps({"reading": j}), flush=True)

@@ -1,7 +1,9 @@
-"""Metadata stores: idempotent loads from a snapshot's files, checksums, both backends."""
+"""Metadata stores: idempotent loads from a snapshot's files, checksums, both backends;
+answers carry the stored text as written."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fixtures.snapshots import build_snapshot, sample_vectors, snapshot_id
+from tests.fixtures.snapshots import build_snapshot, publish, sample_vectors, snapshot_id
+from tests.service.conftest import AppFactory
 from tests.service.redis_proc import KillableRedis
+from vsearch.manifest import MetadataInfo
 from vsearch.serving.metadata_store import (
     MetadataError,
     MetadataStore,
@@ -88,3 +92,32 @@ def test_a_redis_store_that_cannot_be_reached_raises_metadata_unavailable(tmp_pa
 
 def test_a_reachable_store_answers_pings(meta_store: MetadataStore) -> None:
     meta_store.ping()
+
+
+# Valid JSON that any re-serialisation (json or orjson, parse then dump) would rewrite:
+# key order kept, but the spacing, the escape, the numbers' spelling would change.
+STORED_AS_WRITTEN = (
+    '{"title":  "caf\\u00e9",  "id": %d, "w": 1.0, "h": 1.50e2, "tags": [ "a" ,"b" ],'
+    ' "nested": {"z": 1, "a": -0.0}}'
+)
+
+
+def test_search_answers_splice_hit_metadata_byte_for_byte_as_the_snapshot_wrote_it(
+    local_store: ObjectStore, make_app: AppFactory
+) -> None:
+    """Metadata is stored as its JSON text and spliced into answers unparsed
+    (``orjson.Fragment`` in service/api/search_api.py): parsing and dumping it again per
+    hit would cost time on every search and change the text."""
+    xb, ids = sample_vectors(20, 64, 1), np.arange(20, dtype="int64")
+    m = build_snapshot(local_store, snapshot_id(1), xb, ids, nshards=1)
+    lines = "".join(STORED_AS_WRITTEN % i + "\n" for i in ids).encode()
+    info = local_store.put(m.metadata.files[0].uri, io.BytesIO(lines))
+    assert info.sha256 is not None
+    ref = dataclasses.replace(m.metadata.files[0], sha256=info.sha256, bytes=info.size)
+    publish(local_store, dataclasses.replace(m, metadata=MetadataInfo((ref,), len(ids))))
+    client = make_app(local_store).test_client()
+    r = client.post("/v1/search", json={"vector": [float(v) for v in xb[3]], "k": 2})
+    assert r.status_code == 200 and r.json["hits"][0]["id"] == 3, r.json
+    assert r.json["hits"][0]["metadata"]["title"] == "café"
+    for hit in r.json["hits"]:
+        assert (STORED_AS_WRITTEN % hit["id"]).encode() in r.data, r.data

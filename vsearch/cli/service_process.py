@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +76,14 @@ def running_service(
     app: str = APP,
     cwd: Path | None = None,
     ready_path: str = "/readyz",
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[str]:
     """The service's server running ``app`` on a free loopback port; yields its base URL.
 
     ``env`` holds VSEARCH_* settings; the bind address is chosen here and the access
     log is off. Waits for ``ready_path`` (``/healthz``: only up, no snapshot needed);
-    stops the server (SIGTERM, then SIGKILL) on exit.
+    stops the server (SIGTERM, then SIGKILL) on exit. ``preexec_fn`` runs in the child
+    before the server starts (e.g. to set resource limits).
     """
     port = free_port()
     full_env = {
@@ -92,7 +94,12 @@ def running_service(
     }
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        server_command(app), cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT
+        server_command(app),
+        cwd=cwd,
+        env=full_env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        preexec_fn=preexec_fn,
     )
     base = f"http://127.0.0.1:{port}"
     try:
