@@ -35,6 +35,7 @@ from vsearch.encoders.encoder_base import EncoderUnavailable
 from vsearch.serving.metadata_store import MetadataStore, open_metadata_store
 from vsearch.serving.safe_fetch import (
     AddressPolicy,
+    FetchBusy,
     FetchError,
     FetchRefused,
     TrustedHosts,
@@ -196,6 +197,8 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
                 policy=policy,
                 trusted=trusted,
             ).data
+        except FetchBusy as e:
+            raise ApiError(503, "image_fetch_busy", str(e), retry_after=1) from None
         except FetchRefused as e:
             raise ApiError(400, "image_url_refused", str(e)) from None
         except FetchError as e:
