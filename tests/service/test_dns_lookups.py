@@ -11,11 +11,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.fixtures.snapshots import publish_series
+from tests.service.conftest import AppFactory, HashEncoder
 from tests.service.test_safe_fetch import Server, png_bytes
 from vsearch.serving.safe_fetch import FetchError, TrustedHosts, fetch_url
+from vsearch.storage import LocalStore
 
 GOOD = "images.test"
 TRUSTED = TrustedHosts.parse(GOOD)
@@ -94,9 +98,14 @@ def test_one_silent_name_server_cannot_hold_every_lookup(server: Server) -> None
         time.sleep(0.2)
 
 
-def test_when_every_lookup_thread_is_held_a_lookup_is_refused_at_once(server: Server) -> None:
+def test_when_every_lookup_thread_is_held_a_lookup_is_refused_at_once(
+    server: Server, make_app: AppFactory, tmp_path: Path
+) -> None:
     """Silent name servers of many domains can hold every thread; then a lookup is
-    refused at once ("busy": a 503 in the service), not queued behind them."""
+    refused at once (in the service: a 503 with Retry-After), not queued behind them."""
+    store = LocalStore(tmp_path / "store")
+    publish_series(store, [1], n=50)
+    client = make_app(store, ENCODER=HashEncoder(), IMAGE_FETCH_ALLOW=GOOD).test_client()
     resolver = SilentNameServer(tuple(f"silent{i}.example" for i in range(8)))
     try:
         hosts = [f"n{j}.silent{i}.example" for i in range(8) for j in range(2)]
@@ -104,6 +113,9 @@ def test_when_every_lookup_thread_is_held_a_lookup_is_refused_at_once(server: Se
         seconds, result = timed_good_fetch(resolver, server.port)
         assert isinstance(result, FetchError) and type(result).__name__ == "FetchBusy", result
         assert seconds < 1.0, f"a refused lookup took {seconds:.1f}s"
+        answer = client.post("/v1/search", json={"image_url": f"http://{GOOD}/cat.png"})
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+        assert answer.json["error"]["code"] == "image_fetch_busy"
     finally:
         resolver.release.set()
         time.sleep(0.2)
