@@ -18,9 +18,14 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """An answer of ``status``; ``retry_after`` (seconds) is sent as ``Retry-After``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after
 
 
 def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -34,7 +39,10 @@ def _snake(name: str) -> str:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(e: ApiError) -> tuple[Response, int]:
-        return error_response(e.status, e.code, e.message)
+        response, status = error_response(e.status, e.code, e.message)
+        if e.retry_after is not None:
+            response.headers["Retry-After"] = str(e.retry_after)
+        return response, status
 
     @app.errorhandler(NotReady)
     def not_ready(e: NotReady) -> tuple[Response, int]:

@@ -25,6 +25,7 @@ from service.metrics import ServiceMetrics
 from service.queries.query_batcher import EncodeBatcher
 from service.queries.query_embedder import QueryEmbedder, open_query_cache
 from service.queries.query_encoder import ConfiguredEncoder, SnapshotEncoder
+from service.queries.work_slots import WorkSlots, decode_slots_default, fetch_slots_default
 from service.snapshots.registry import LoadedSnapshot, SnapshotRegistry, default_memory_budget
 from service.snapshots.replica import Replica, default_replica_id
 from service.snapshots.thumbnail_store import ThumbnailCache
@@ -34,6 +35,7 @@ from vsearch.encoders.encoder_base import EncoderUnavailable
 from vsearch.serving.metadata_store import MetadataStore, open_metadata_store
 from vsearch.serving.safe_fetch import (
     AddressPolicy,
+    FetchBusy,
     FetchError,
     FetchRefused,
     TrustedHosts,
@@ -195,6 +197,8 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
                 policy=policy,
                 trusted=trusted,
             ).data
+        except FetchBusy as e:
+            raise ApiError(503, "image_fetch_busy", str(e), retry_after=1) from None
         except FetchRefused as e:
             raise ApiError(400, "image_url_refused", str(e)) from None
         except FetchError as e:
@@ -211,6 +215,17 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
             on_batch=metrics.encode_batch_size.observe,
         ),
         on_cache=lambda result: metrics.query_cache.labels(result).inc(),
+        fetch_slots=WorkSlots(
+            settings.image_fetch_concurrency or fetch_slots_default(settings.service_threads),
+            "image_fetch_busy",
+            "image-URL fetches",
+        ),
+        decode_slots=WorkSlots(
+            settings.image_decode_concurrency or decode_slots_default(),
+            "image_decode_busy",
+            "image decodes",
+            wait_s=0.25,
+        ),
     )
     return ServiceState(
         settings,

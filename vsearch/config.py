@@ -104,6 +104,11 @@ class Settings:
     # Image-URL hosts trusted beside public addresses, comma-separated: exact host names
     # (allowed to resolve to private addresses) and CIDRs (any name resolving into them).
     image_fetch_allow: str = ""
+    # Image-URL fetches and image decodes run at once per process (more answer 503 at once,
+    # so that vector and id searches never wait behind them); 0: a quarter of
+    # service_threads (at least 2) fetches, half the cores (at least 1) decodes.
+    image_fetch_concurrency: int = 0
+    image_decode_concurrency: int = 0
     # Query-embedding cache for text and image URLs: "" (Redis when metadata_db is Redis,
     # else an in-process LRU), "memory", "off" or a redis:// URL.
     query_cache: str = ""

@@ -102,7 +102,10 @@ _BAD_QUERY = {
     "404": _error("the id is not stored"),
     "413": _error("the body is too large"),
     "501": _error("a feature this build lacks (image decoding)"),
-    "503": _error("no snapshot served yet, or a dependency is down"),
+    "503": _error(
+        "no snapshot served yet, a dependency is down, or every image-URL fetch or image "
+        "decode slot is taken (image_fetch_busy, image_decode_busy; Retry-After says when)"
+    ),
 }
 _WRITE = {
     "200": _json("appended to the delta log", "WriteResult"),
@@ -111,7 +114,10 @@ _WRITE = {
     "403": _error("writes are disabled"),
     "413": _error("the body is too large"),
     "501": _error("a feature this build lacks (image decoding)"),
-    "503": _error("no snapshot served yet, or the delta log is down"),
+    "503": _error(
+        "no snapshot served yet, the delta log is down, or every image-URL fetch or image "
+        "decode slot is taken (Retry-After says when)"
+    ),
 }
 _BINARY = {"type": "string", "format": "binary"}
 _THUMBNAIL_ID = {

@@ -20,6 +20,7 @@ import numpy as np
 
 from service.errors import ApiError
 from service.queries.query_batcher import EncodeBatcher
+from service.queries.work_slots import WorkSlots
 from vsearch.embedding.thumbnails import make_thumbnail
 from vsearch.encoders.encoder_base import (
     Encoder,
@@ -126,8 +127,16 @@ class QueryEmbedder:
         max_pixels: int,
         batcher: EncodeBatcher | None = None,
         on_cache: Callable[[str], None] = lambda result: None,
+        fetch_slots: WorkSlots | None = None,
+        decode_slots: WorkSlots | None = None,
     ) -> None:
-        self._encoder, self.cache, self.fetch = encoder, cache, fetch
+        self._encoder, self.cache, self._fetch = encoder, cache, fetch
+        # At most this many image-URL fetches and image decodes at once (503 when full):
+        # neither may take every request thread or core from vector and id searches.
+        self.fetch_slots = fetch_slots or WorkSlots(2, "image_fetch_busy", "image-URL fetches")
+        self.decode_slots = decode_slots or WorkSlots(
+            1, "image_decode_busy", "image decodes", wait_s=0.25
+        )
         self.max_pixels, self.on_cache = max_pixels, on_cache
         self.batcher = batcher or EncodeBatcher(max_batch=1, max_wait_ms=0)
 
@@ -169,6 +178,11 @@ class QueryEmbedder:
 
         return self._cached("text", text, compute)
 
+    def fetch(self, url: str) -> bytes:
+        """The bytes at ``url``, fetched in one of ``fetch_slots`` (503 when all are taken)."""
+        with self.fetch_slots.take():
+            return self._fetch(url)
+
     def image_bytes(self, data: bytes) -> np.ndarray:
         return self._image(self.encoder(), data)[0]
 
@@ -188,7 +202,7 @@ class QueryEmbedder:
     ) -> tuple[np.ndarray, bytes | None]:
         """The vector (and, asked, the thumbnail) of an image. Decoding and preprocessing run
         here, on the request's thread; the model call is batched."""
-        with self.batcher.coming():
+        with self.decode_slots.take(), self.batcher.coming():
             image = decode_image_bytes(data, self.max_pixels)
             thumb = make_thumbnail(image) if thumbnail else None
             pixels = enc.preprocess(image) if isinstance(enc, PixelEncoder) else None

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from tests.embedding import images
 
 SLOW_SECONDS = 3.0
+DRIP_SECONDS = 12.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -57,6 +58,19 @@ class _Handler(BaseHTTPRequestHandler):
             deadline = time.monotonic() + SLOW_SECONDS
             while time.monotonic() < deadline and not self.server.stopping.is_set():
                 time.sleep(0.05)
+        elif path == "/drip.jpg":  # a tarpit: one byte every 0.2 s, each one in time
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            deadline = time.monotonic() + DRIP_SECONDS
+            while time.monotonic() < deadline and not self.server.stopping.is_set():
+                try:
+                    self.wfile.write(b"\xff")
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(0.2)
         elif path == "/flaky.jpg":  # 503 once, then fine: a retry must get it
             if self.server.hits[path] == 1:
                 self._send(b"busy", ctype="text/plain", status=503)

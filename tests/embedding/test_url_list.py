@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,24 @@ def test_a_shard_with_only_final_failures_is_stored(tmp_path: Path, store: Objec
         stats = open_source(uri, store=store, dataset="web", **FAST).fetch(spec)
     assert (stats["ok"], stats["reasons"]) == (0, {"http-404": 1})
     assert store.exists("images/web/00000.stats.json")
+
+
+def test_a_host_dripping_bytes_is_given_up_at_the_total_deadline(
+    server: tuple[str, dict[str, int]], tmp_path: Path, store: ObjectStore
+) -> None:
+    """Every byte comes well within the read timeout, so only the total deadline can stop
+    the download; the worker records the row as failed and fetches the rest."""
+    base, _ = server
+    rows = [{"url": f"{base}/drip.jpg", "key": "drip", "caption": "tarpit"},
+            {"url": f"{base}/ok/1.jpg", "key": "one", "caption": "fine"}]  # fmt: skip
+    _write_csv(tmp_path / "list.csv", rows)
+    options = {**FAST, "read_timeout_s": 2.0, "total_timeout_s": 1.5, "retries": 0}
+    source = open_source(str(tmp_path / "list.csv"), store=store, dataset="web", **options)
+    (spec,) = source.partitions()
+    started = time.monotonic()
+    stats = source.fetch(spec)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 1.5 + 2.0, f"held {elapsed:.1f}s by a host dripping bytes"
+    assert (stats["ok"], stats["failures"]) == (1, [
+        {"key": "drip", "url": f"{base}/drip.jpg", "reason": "timeout"}])  # fmt: skip

@@ -8,7 +8,9 @@ Every hop (the URL and each redirect) is checked the same way:
    reserved, unspecified, shared (CGNAT) and cloud-metadata addresses are
    refused — unless the trusted hosts admit it. Both live in
    ``vsearch.serving.address_policy`` (re-exported here), which also says how an IPv6
-   address that embeds an IPv4 address is judged;
+   address that embeds an IPv4 address is judged. Lookups run on a small pool
+   (``vsearch.serving.dns_lookups``) where names of one silent name server cannot hold
+   every thread, and a lookup finding none free is refused at once (``FetchBusy``);
 3. the connection goes to an address that was checked (no second DNS lookup,
    so DNS rebinding between check and connect is impossible); TLS still
    verifies the certificate against the host name;
@@ -27,8 +29,6 @@ import http.client
 import ipaddress
 import re
 import socket
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
@@ -43,15 +43,18 @@ from vsearch.serving.address_policy import (
     destinations,
 )
 from vsearch.serving.deadline_http import Deadline, DeadlinePassed, PinnedHTTP, PinnedHTTPS
+from vsearch.serving.dns_lookups import LookupPool, LookupsBusy, Resolver
 
 __all__ = [
     "METADATA_ADDRESSES",
     "AddressPolicy",
+    "FetchBusy",
     "FetchError",
     "FetchRefused",
     "Fetched",
     "IPAddress",
     "IPNetwork",
+    "LookupPool",
     "Resolver",
     "TrustedHosts",
     "allow_also",
@@ -61,14 +64,16 @@ __all__ = [
     "system_resolver",
 ]
 
-Resolver = Callable[[str, int], list[str]]
-
 _REDIRECTS = {301, 302, 303, 307, 308}
 _NO_TRUSTED_HOSTS = TrustedHosts()
 
 
 class FetchError(ValueError):
     """The URL could not be fetched; the message says why (safe to show the caller)."""
+
+
+class FetchBusy(FetchError):
+    """Refused for now, not for what the URL is: every slot it needs is taken (a 503)."""
 
 
 class FetchRefused(FetchError):
@@ -87,19 +92,7 @@ class Fetched:
     data: bytes
 
 
-_LOOKUPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="safe-fetch-dns")
-
-
-def _resolve(resolver: Resolver, host: str, port: int, deadline: Deadline) -> list[str]:
-    """``resolver(host, port)``, waited for only until the deadline: getaddrinfo has no
-    timeout of its own, and a slow name server is as easy to arrange as a slow web server."""
-    left = deadline.remaining()
-    lookup = _LOOKUPS.submit(resolver, host, port)
-    try:
-        return lookup.result(timeout=left)
-    except TimeoutError:
-        lookup.cancel()
-        raise DeadlinePassed(f"resolving {host!r} took too long") from None
+LOOKUPS = LookupPool(workers=8)
 
 
 # Printable ASCII that may stay as it is in a request target (the WHATWG URL standard's
@@ -130,7 +123,12 @@ def _location(value: str) -> str:
 
 
 def _check_hop(
-    url: str, policy: AddressPolicy, resolver: Resolver, trusted: TrustedHosts, deadline: Deadline
+    url: str,
+    policy: AddressPolicy,
+    resolver: Resolver,
+    trusted: TrustedHosts,
+    deadline: Deadline,
+    lookups: LookupPool,
 ) -> tuple[SplitResult, str, int, list[str]]:
     try:
         parts = urlsplit(url)
@@ -145,9 +143,11 @@ def _check_hop(
     if not host:
         raise FetchRefused("the URL has no host")
     try:
-        addresses = _resolve(resolver, host, port, deadline)
+        addresses = lookups.resolve(resolver, host, port, deadline)
     except DeadlinePassed:
         raise
+    except LookupsBusy as e:
+        raise FetchBusy(f"cannot resolve {host!r} now: {e}; retry shortly") from None
     except (OSError, UnicodeError):
         raise FetchError(f"cannot resolve host {host!r}") from None
     if not addresses:
@@ -171,6 +171,7 @@ def fetch_url(
     policy: AddressPolicy = default_policy,
     resolver: Resolver = system_resolver,
     trusted: TrustedHosts = _NO_TRUSTED_HOSTS,
+    lookups: LookupPool = LOOKUPS,
 ) -> Fetched:
     """GET ``url`` under the rules in the module docstring; raise FetchError otherwise.
 
@@ -180,7 +181,9 @@ def fetch_url(
     deadline = Deadline(timeout_s)
     try:
         for _hop in range(max_redirects + 1):
-            parts, host, port, addresses = _check_hop(url, policy, resolver, trusted, deadline)
+            parts, host, port, addresses = _check_hop(
+                url, policy, resolver, trusted, deadline, lookups
+            )
             target = _request_target(parts)
             cls = PinnedHTTPS if parts.scheme == "https" else PinnedHTTP
             conn = cls(host, port, addresses, deadline)

@@ -122,17 +122,25 @@ class Fetcher:
             response.release_conn()
 
     def _read_body(self, response: Any) -> bytes:
+        """The body, within ``total_timeout_s``. ``read1`` returns what has arrived (a stream
+        of 64 KiB chunks waits for each to fill, and a server dripping bytes resets the read
+        timeout with each), and each socket wait is cut to what is left of the deadline."""
         opts = self.options
         deadline = time.monotonic() + opts.total_timeout_s
         chunks, size = [], 0
         try:
-            for chunk in response.stream(64 << 10):
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise FetchFailed("timeout", f"body took over {opts.total_timeout_s}s",
+                                      retryable=True)  # fmt: skip
+                _limit_wait(response, min(opts.read_timeout_s, left))
+                chunk = response.read1(64 << 10)
+                if not chunk:
+                    break
                 size += len(chunk)
                 if size > opts.max_bytes:
                     raise FetchFailed("too-large", f"more than {opts.max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise FetchFailed("timeout", f"body took over {opts.total_timeout_s}s",
-                                      retryable=True)  # fmt: skip
                 chunks.append(chunk)
         except urllib3.exceptions.HTTPError as e:
             raise _from_urllib3(e) from None
@@ -150,6 +158,13 @@ class Fetcher:
         keep = fmt == "JPEG" and image.size == original and not _has_rotation(data)
         jpeg = data if keep else encode_jpeg(image, quality=opts.jpeg_quality)
         return Fetched(jpeg, image.width, image.height, original[0], original[1])
+
+
+def _limit_wait(response: Any, seconds: float) -> None:
+    """Let the next socket read of ``response`` wait at most ``seconds``."""
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.001))
 
 
 def _has_rotation(data: bytes) -> bool:
