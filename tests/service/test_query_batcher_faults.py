@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,21 @@ class FaultyEncoder(HashEncoder):
         }[self.fault]()
 
 
+def submit(fn: Any, *args: Any) -> Future[Any]:
+    """``fn(*args)`` on a daemon thread of its own: a request that hangs fails its test
+    (at ``result(WAIT_S)``) without holding the test run at exit, as a pool's would."""
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:
+            future.set_exception(e)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
 def own(text: str) -> np.ndarray:
     return HashEncoder().encode_texts([text])[0]
 
@@ -78,21 +93,20 @@ def test_a_misbehaving_batch_fails_only_its_bad_request(fault: str) -> None:
     queued at the same time, gets its own vector; and a request afterwards is answered."""
     enc, other = FaultyEncoder(fault), HashEncoder()
     batcher = EncodeBatcher(max_batch=32, max_wait_ms=0, timeout_s=WAIT_S)
-    with ThreadPoolExecutor(6) as pool:
-        first = pool.submit(batcher.encode, enc, "texts", "first")
-        assert enc.entered.wait(WAIT_S)  # the encoder thread is busy: the rest queue
-        queued = {t: pool.submit(batcher.encode, enc, "texts", t) for t in ("a", "bad", "b")}
-        elsewhere = pool.submit(batcher.encode, other, "texts", "other")
-        wait_queued(batcher, 4)
-        enc.gate.set()
-        np.testing.assert_array_equal(first.result(WAIT_S), own("first"))
-        np.testing.assert_array_equal(queued["a"].result(WAIT_S), own("a"))
-        np.testing.assert_array_equal(queued["b"].result(WAIT_S), own("b"))
-        with pytest.raises(Exception) as failed:
-            queued["bad"].result(WAIT_S)
-        np.testing.assert_array_equal(elsewhere.result(WAIT_S), own("other"))
-        later = pool.submit(batcher.encode, enc, "texts", "later")
-        np.testing.assert_array_equal(later.result(WAIT_S), own("later"))  # the thread lives
+    first = submit(batcher.encode, enc, "texts", "first")
+    assert enc.entered.wait(WAIT_S)  # the encoder thread is busy: the rest queue
+    queued = {t: submit(batcher.encode, enc, "texts", t) for t in ("a", "bad", "b")}
+    elsewhere = submit(batcher.encode, other, "texts", "other")
+    wait_queued(batcher, 4)
+    enc.gate.set()
+    np.testing.assert_array_equal(first.result(WAIT_S), own("first"))
+    np.testing.assert_array_equal(queued["a"].result(WAIT_S), own("a"))
+    np.testing.assert_array_equal(queued["b"].result(WAIT_S), own("b"))
+    with pytest.raises(Exception) as failed:
+        queued["bad"].result(WAIT_S)
+    np.testing.assert_array_equal(elsewhere.result(WAIT_S), own("other"))
+    later = submit(batcher.encode, enc, "texts", "later")
+    np.testing.assert_array_equal(later.result(WAIT_S), own("later"))  # the thread lives
     if fault == "raise":
         assert isinstance(failed.value, RuntimeError)  # the encoder's own error, as unbatched
     else:
@@ -107,25 +121,24 @@ def test_a_batch_past_its_deadline_fails_and_the_queue_goes_on() -> None:
     encoder thread), and when the stuck call ends its rows go to no one."""
     enc = FaultyEncoder("slow")
     batcher = EncodeBatcher(max_batch=32, max_wait_ms=0, timeout_s=0.5)
-    with ThreadPoolExecutor(6) as pool:
-        first = pool.submit(batcher.encode, enc, "texts", "first")
-        assert enc.entered.wait(WAIT_S)
-        queued = [pool.submit(batcher.encode, enc, "texts", t) for t in ("a", "bad", "b")]
-        wait_queued(batcher, 3)
-        enc.gate.set()  # "first" is answered; the batch of "bad" then hangs until unstick
-        first.result(WAIT_S)
-        for future in queued:
-            with pytest.raises(ApiError) as failed:
-                future.result(WAIT_S)
-            assert failed.value.status == 503 and failed.value.code == "encoder_timeout"
-        during = pool.submit(batcher.encode, HashEncoder(), "texts", "during")
-        np.testing.assert_array_equal(during.result(WAIT_S), own("during"))
-        assert not enc.slow_done.is_set()  # answered while the bad call still hung
-        enc.unstick.set()
-        assert enc.slow_done.wait(WAIT_S)
-        later = [pool.submit(batcher.encode, enc, "texts", t) for t in ("x", "y")]
-        for text, future in zip(("x", "y"), later, strict=True):
-            np.testing.assert_array_equal(future.result(WAIT_S), own(text))
+    first = submit(batcher.encode, enc, "texts", "first")
+    assert enc.entered.wait(WAIT_S)
+    queued = [submit(batcher.encode, enc, "texts", t) for t in ("a", "bad", "b")]
+    wait_queued(batcher, 3)
+    enc.gate.set()  # "first" is answered; the batch of "bad" then hangs until unstick
+    first.result(WAIT_S)
+    for future in queued:
+        with pytest.raises(ApiError) as failed:
+            future.result(WAIT_S)
+        assert failed.value.status == 503 and failed.value.code == "encoder_timeout"
+    during = submit(batcher.encode, HashEncoder(), "texts", "during")
+    np.testing.assert_array_equal(during.result(WAIT_S), own("during"))
+    assert not enc.slow_done.is_set()  # answered while the bad call still hung
+    enc.unstick.set()
+    assert enc.slow_done.wait(WAIT_S)
+    later = [submit(batcher.encode, enc, "texts", t) for t in ("x", "y")]
+    for text, future in zip(("x", "y"), later, strict=True):
+        np.testing.assert_array_equal(future.result(WAIT_S), own(text))
     batcher.close()
 
 
@@ -149,11 +162,10 @@ def test_a_text_search_gets_a_json_error_from_a_broken_encoder(
 
     def search(text: str) -> Future[Any]:
         client: Any = app.test_client()
-        return pool.submit(client.post, "/v1/search", json={"text": text, "k": 3})
+        return submit(lambda: client.post("/v1/search", json={"text": text, "k": 3}))
 
-    with ThreadPoolExecutor(2) as pool:
-        bad = search("bad").result(WAIT_S)
-        assert bad.status_code == 503, bad.json
-        assert bad.json["error"]["code"] == "encoder_failed"
-        good = search("a cat").result(WAIT_S)
-        assert good.status_code == 200 and len(good.json["hits"]) == 3
+    bad = search("bad").result(WAIT_S)
+    assert bad.status_code == 503, bad.json
+    assert bad.json["error"]["code"] == "encoder_failed"
+    good = search("a cat").result(WAIT_S)
+    assert good.status_code == 200 and len(good.json["hits"]) == 3
