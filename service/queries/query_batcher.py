@@ -14,6 +14,13 @@ passes already keep the cores busy, and one model thread serialises them). So
 ``max_batch=0`` (the default) batches up to ``AUTO_GPU_BATCH`` for an encoder on a
 CUDA device and not at all on a CPU; ``max_batch=1`` never batches; a larger number
 always batches up to it.
+
+An encoder cannot mix or hold answers: each call's output must be one finite row of
+the encoder's dimension per input (else a failed call, retried one input at a time, so a
+bad input fails only its own request); each request waits at most ``timeout_s`` (then
+503 ``encoder_timeout``, and its row, if the call ever ends, goes to no one); the
+encoder thread survives any failure, and one stuck past its batch's deadlines is
+replaced (up to ``MAX_STUCK``).
 """
 
 from __future__ import annotations
