@@ -120,7 +120,7 @@ def test_a_batch_past_its_deadline_fails_and_the_queue_goes_on() -> None:
     deadline, a request submitted while the call still hangs is answered (by another
     encoder thread), and when the stuck call ends its rows go to no one."""
     enc = FaultyEncoder("slow")
-    batcher = EncodeBatcher(max_batch=32, max_wait_ms=0, timeout_s=0.5)
+    batcher = EncodeBatcher(max_batch=32, max_wait_ms=0, timeout_s=2.0)
     first = submit(batcher.encode, enc, "texts", "first")
     assert enc.entered.wait(WAIT_S)
     queued = [submit(batcher.encode, enc, "texts", t) for t in ("a", "bad", "b")]
