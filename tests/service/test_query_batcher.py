@@ -188,7 +188,7 @@ def test_by_default_queries_batch_on_a_gpu_encoder_and_not_on_a_cpu_one() -> Non
     batcher = EncodeBatcher(max_batch=0, max_wait_ms=0)
     assert batcher.limit(cpu) == 1 and batcher.limit(gpu) == 32
     batcher.encode(cpu, "texts", "alone")
-    assert batcher._thread is None  # ran on the calling thread
+    assert batcher._workers == 0  # ran on the calling thread
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(batcher.encode, gpu, "texts", "first")
         assert gpu.entered.wait(10)
