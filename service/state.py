@@ -25,7 +25,7 @@ from service.metrics import ServiceMetrics
 from service.queries.query_batcher import EncodeBatcher
 from service.queries.query_embedder import QueryEmbedder, open_query_cache
 from service.queries.query_encoder import ConfiguredEncoder, SnapshotEncoder
-from service.queries.work_slots import WorkSlots, decode_slots_default, fetch_slots_default
+from service.queries.work_slots import image_decode_slots, image_fetch_slots
 from service.snapshots.registry import LoadedSnapshot, SnapshotRegistry, default_memory_budget
 from service.snapshots.replica import Replica, default_replica_id
 from service.snapshots.thumbnail_store import ThumbnailCache
@@ -215,17 +215,8 @@ def build_state(app: Flask, settings: Settings, extra: Mapping[str, Any]) -> Ser
             on_batch=metrics.encode_batch_size.observe,
         ),
         on_cache=lambda result: metrics.query_cache.labels(result).inc(),
-        fetch_slots=WorkSlots(
-            settings.image_fetch_concurrency or fetch_slots_default(settings.service_threads),
-            "image_fetch_busy",
-            "image-URL fetches",
-        ),
-        decode_slots=WorkSlots(
-            settings.image_decode_concurrency or decode_slots_default(),
-            "image_decode_busy",
-            "image decodes",
-            wait_s=0.25,
-        ),
+        fetch_slots=image_fetch_slots(settings.image_fetch_concurrency, settings.service_threads),
+        decode_slots=image_decode_slots(settings.image_decode_concurrency),
     )
     return ServiceState(
         settings,

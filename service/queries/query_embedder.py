@@ -20,7 +20,7 @@ import numpy as np
 
 from service.errors import ApiError
 from service.queries.query_batcher import EncodeBatcher
-from service.queries.work_slots import WorkSlots
+from service.queries.work_slots import WorkSlots, image_decode_slots, image_fetch_slots
 from vsearch.embedding.thumbnails import make_thumbnail
 from vsearch.encoders.encoder_base import (
     Encoder,
@@ -133,10 +133,8 @@ class QueryEmbedder:
         self._encoder, self.cache, self._fetch = encoder, cache, fetch
         # At most this many image-URL fetches and image decodes at once (503 when full):
         # neither may take every request thread or core from vector and id searches.
-        self.fetch_slots = fetch_slots or WorkSlots(2, "image_fetch_busy", "image-URL fetches")
-        self.decode_slots = decode_slots or WorkSlots(
-            1, "image_decode_busy", "image decodes", wait_s=0.25
-        )
+        self.fetch_slots = fetch_slots or image_fetch_slots(2)
+        self.decode_slots = decode_slots or image_decode_slots(1)
         self.max_pixels, self.on_cache = max_pixels, on_cache
         self.batcher = batcher or EncodeBatcher(max_batch=1, max_wait_ms=0)
 

@@ -42,12 +42,14 @@ class WorkSlots:
             self._slots.release()
 
 
-def fetch_slots_default(service_threads: int) -> int:
-    """Concurrent image-URL fetches when the setting is 0: a quarter of the request
-    threads, at least two."""
-    return max(2, service_threads // 4)
+def image_fetch_slots(size: int = 0, service_threads: int = 8) -> WorkSlots:
+    """Concurrent image-URL fetches: ``size``, or when 0 a quarter of the request threads,
+    at least two; none waits for a slot."""
+    return WorkSlots(size or max(2, service_threads // 4), "image_fetch_busy", "image-URL fetches")
 
 
-def decode_slots_default() -> int:
-    """Concurrent image decodes when the setting is 0: half the cores, at least one."""
-    return max(1, (os.cpu_count() or 1) // 2)
+def image_decode_slots(size: int = 0) -> WorkSlots:
+    """Concurrent image decodes: ``size``, or when 0 half the cores, at least one; a decode
+    waits up to 0.25 s for a slot."""
+    cores = os.cpu_count() or 1
+    return WorkSlots(size or max(1, cores // 2), "image_decode_busy", "image decodes", wait_s=0.25)

@@ -35,10 +35,10 @@ def make_airflow_argv() -> list[str]:
             "airflow"]  # fmt: skip
 
 
-def leftovers(home: Path) -> list[str]:
+def leftovers(home: Path) -> dict[int, str]:
     """Processes still running for the Airflow at ``home``: any with it as AIRFLOW_HOME,
     and its PostgreSQL server."""
-    found = []
+    found = {}
     wanted = f"AIRFLOW_HOME={home}".encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -47,7 +47,7 @@ def leftovers(home: Path) -> list[str]:
         except OSError:
             continue
         if wanted in environ or str(home / "postgres").encode() in cmdline:
-            found.append(f"{pid}: {cmdline.decode(errors='replace')[:200]}")
+            found[int(pid)] = cmdline.decode(errors="replace")[:200]
     return found
 
 
@@ -174,8 +174,7 @@ class LocalAirflow:
         rewrites its title over its environment) and any with its AIRFLOW_HOME."""
         import psutil
 
-        found = dict(line.split(": ", 1) for line in leftovers(self.home))
-        procs = {int(pid): cmd for pid, cmd in found.items()}
+        procs = leftovers(self.home)
         try:
             for child in psutil.Process(self.proc.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):

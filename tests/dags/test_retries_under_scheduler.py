@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -18,26 +17,23 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SHARED_DATA
 from tests.dags.local_airflow import DAG, LocalAirflow
 from tests.embedding.image_server import image_server
+from tests.fixtures.photos import coco_photos
 from tests.servers import aws_test_credentials, free_port, moto_server
 from vsearch.catalog import read_current
 from vsearch.storage import LocalStore
 from vsearch.storage.s3 import S3Store
 
 pytestmark = pytest.mark.slow
-COCO = SHARED_DATA / "coco256-000.tar"
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory of 48 real COCO photos."""
     out = tmp_path_factory.mktemp("photos")
-    with tarfile.open(COCO) as tar:
-        members = [m for m in tar.getmembers() if m.name.endswith(".jpg")][:48]
-        for m in members:
-            (out / Path(m.name).name).write_bytes(tar.extractfile(m).read())  # type: ignore[union-attr]
+    for key, jpeg in list(coco_photos().items())[:48]:
+        (out / f"{Path(key).name}.jpg").write_bytes(jpeg)
     return out
 
 
